@@ -1,0 +1,1 @@
+pytest_plugins = ["bgagent_testing.pytest_plugin"]

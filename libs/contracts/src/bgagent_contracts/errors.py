@@ -1,0 +1,39 @@
+"""Errors of the contracts package.
+
+ContractsError
+├── MalformedEventError      bytes that are not a valid event
+└── DecisionError            a command the folded state forbids
+    ├── TaskNotFoundError
+    ├── TaskAlreadyTerminalError
+    └── InvalidCommandError
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class ContractsError(Exception):
+    """Base of every error raised by bgagent_contracts."""
+
+
+class MalformedEventError(ContractsError):
+    """A message on a task subject could not be decoded as an event."""
+
+
+class DecisionError(ContractsError):
+    """A command was refused by a pure decision over the folded task state."""
+
+    code: ClassVar[str] = "CONFLICT"
+
+
+class TaskNotFoundError(DecisionError):
+    code = "NOT_FOUND"
+
+
+class TaskAlreadyTerminalError(DecisionError):
+    code = "TASK_ALREADY_TERMINAL"
+
+
+class InvalidCommandError(DecisionError):
+    code = "VALIDATION_ERROR"

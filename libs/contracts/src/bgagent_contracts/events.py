@@ -1,0 +1,290 @@
+"""Every fact the system records, as frozen msgspec Structs in one tagged union.
+
+The tag of each struct is its event type and its subject suffix
+(``bgagent.task.<task_id>.<type>``). Tags are stable wire names: never rename
+one, never change the type of an existing field, add new fields only with a
+default. Events do not forbid unknown fields, so an older reader skips what a
+newer writer added.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Literal
+
+import msgspec
+
+
+class TaskType(enum.StrEnum):
+    NEW_TASK = "new_task"
+    PR_ITERATION = "pr_iteration"
+    PR_REVIEW = "pr_review"
+
+
+class Actor(enum.StrEnum):
+    """Who appended an event: the writer table of DESIGN §3."""
+
+    ADMISSION = "admission"
+    RUNNER = "runner"
+    RECONCILER = "reconciler"
+
+
+class _Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
+    task_id: str
+    event_id: str
+    ts: datetime
+    actor: str
+
+
+class _RunnerEvent(_Event, frozen=True, kw_only=True):
+    attempt: int
+
+
+# --- written by admission -------------------------------------------------
+
+
+class TaskSubmitted(_Event, frozen=True, kw_only=True, tag="task_submitted"):
+    user_id: str
+    repo: str
+    task_type: TaskType = TaskType.NEW_TASK
+    issue_number: int | None = None
+    pr_number: int | None = None
+    description: str | None = None
+    max_turns: int = 100
+    max_budget_usd: float | None = None
+    trace: bool = False
+    channel: str = "api"
+    idempotency_key: str | None = None
+
+
+class CancelRequested(_Event, frozen=True, kw_only=True, tag="cancel_requested"):
+    requested_by: str
+    reason: str | None = None
+
+
+class NudgeRequested(_Event, frozen=True, kw_only=True, tag="nudge_requested"):
+    nudge_id: str
+    requested_by: str
+    message: str
+
+
+class ApprovalDecided(_Event, frozen=True, kw_only=True, tag="approval_decided"):
+    request_id: str
+    decision: Literal["approve", "deny"]
+    decided_by: str
+    scope: str | None = None
+    reason: str | None = None
+
+
+# --- written by the runner ------------------------------------------------
+
+
+class TaskStarted(_RunnerEvent, frozen=True, kw_only=True, tag="task_started"):
+    runner_id: str
+
+
+class WorkspaceReady(_RunnerEvent, frozen=True, kw_only=True, tag="workspace_ready"):
+    branch: str
+    base_branch: str | None = None
+    head_sha: str | None = None
+
+
+class Milestone(_RunnerEvent, frozen=True, kw_only=True, tag="milestone"):
+    name: str
+    detail: str | None = None
+
+
+class AgentTurn(_RunnerEvent, frozen=True, kw_only=True, tag="agent_turn"):
+    turn: int
+    model: str
+    text_preview: str | None = None
+    tool_calls: int = 0
+    stop_reason: str | None = None
+
+
+class ToolCalled(_RunnerEvent, frozen=True, kw_only=True, tag="tool_called"):
+    turn: int
+    tool_use_id: str
+    tool_name: str
+    input_preview: str
+
+
+class ToolResult(_RunnerEvent, frozen=True, kw_only=True, tag="tool_result"):
+    turn: int
+    tool_use_id: str
+    tool_name: str
+    is_error: bool
+    output_preview: str
+    duration_ms: int = 0
+
+
+class CostUpdated(_RunnerEvent, frozen=True, kw_only=True, tag="cost_updated"):
+    turn: int
+    input_tokens: int
+    output_tokens: int
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    cost_usd: float
+    total_cost_usd: float
+
+
+class NudgeAcknowledged(_RunnerEvent, frozen=True, kw_only=True, tag="nudge_acknowledged"):
+    nudge_ids: tuple[str, ...]
+    turn: int
+
+
+class PolicyDenied(_RunnerEvent, frozen=True, kw_only=True, tag="policy_denied"):
+    tool_use_id: str
+    tool_name: str
+    rule_id: str
+    reason: str
+
+
+class ApprovalRequested(_RunnerEvent, frozen=True, kw_only=True, tag="approval_requested"):
+    request_id: str
+    tool_use_id: str
+    tool_name: str
+    input_preview: str
+    rule_id: str
+    timeout_s: int
+
+
+class ApprovalExpired(_RunnerEvent, frozen=True, kw_only=True, tag="approval_expired"):
+    request_id: str
+
+
+class AgentFinished(_RunnerEvent, frozen=True, kw_only=True, tag="agent_finished"):
+    turns: int
+    stop_reason: str
+    summary: str | None = None
+
+
+class PrOpened(_RunnerEvent, frozen=True, kw_only=True, tag="pr_opened"):
+    pr_number: int
+    pr_url: str
+    branch: str
+
+
+class PrUpdated(_RunnerEvent, frozen=True, kw_only=True, tag="pr_updated"):
+    pr_number: int
+    pr_url: str
+    branch: str
+
+
+class ReviewPosted(_RunnerEvent, frozen=True, kw_only=True, tag="review_posted"):
+    pr_number: int
+    review_url: str
+
+
+class TraceStored(_RunnerEvent, frozen=True, kw_only=True, tag="trace_stored"):
+    object_name: str
+    size_bytes: int
+
+
+class TaskCompleted(_RunnerEvent, frozen=True, kw_only=True, tag="task_completed"):
+    result: str
+    """What the task produced: ``pr_opened``, ``pr_updated``, ``branch_pushed``, ``no_changes``, …"""
+    branch: str | None = None
+    pr_url: str | None = None
+    head_sha: str | None = None
+
+
+# --- terminal events more than one writer may append -----------------------
+
+
+class TaskFailed(_Event, frozen=True, kw_only=True, tag="task_failed"):
+    code: str
+    message: str
+    attempt: int | None = None
+    """The runner attempt that failed; ``None`` when written by the reconciler."""
+
+
+class TaskCancelled(_Event, frozen=True, kw_only=True, tag="task_cancelled"):
+    cancelled_by: str
+    reason: str | None = None
+    attempt: int | None = None
+    """The runner attempt that stopped; ``None`` when admission cancelled a queued task."""
+
+
+class TaskTimedOut(_Event, frozen=True, kw_only=True, tag="task_timed_out"):
+    limit: str
+    message: str
+    attempt: int | None = None
+
+
+Event = (
+    TaskSubmitted
+    | CancelRequested
+    | NudgeRequested
+    | ApprovalDecided
+    | TaskStarted
+    | WorkspaceReady
+    | Milestone
+    | AgentTurn
+    | ToolCalled
+    | ToolResult
+    | CostUpdated
+    | NudgeAcknowledged
+    | PolicyDenied
+    | ApprovalRequested
+    | ApprovalExpired
+    | AgentFinished
+    | PrOpened
+    | PrUpdated
+    | ReviewPosted
+    | TraceStored
+    | TaskCompleted
+    | TaskFailed
+    | TaskCancelled
+    | TaskTimedOut
+)
+
+EVENT_TYPES: tuple[type[Event], ...] = (
+    TaskSubmitted,
+    CancelRequested,
+    NudgeRequested,
+    ApprovalDecided,
+    TaskStarted,
+    WorkspaceReady,
+    Milestone,
+    AgentTurn,
+    ToolCalled,
+    ToolResult,
+    CostUpdated,
+    NudgeAcknowledged,
+    PolicyDenied,
+    ApprovalRequested,
+    ApprovalExpired,
+    AgentFinished,
+    PrOpened,
+    PrUpdated,
+    ReviewPosted,
+    TraceStored,
+    TaskCompleted,
+    TaskFailed,
+    TaskCancelled,
+    TaskTimedOut,
+)
+
+
+def event_type(event: Event) -> str:
+    """The stable wire tag of an event (also its subject suffix)."""
+    tag = type(event).__struct_config__.tag
+    assert isinstance(tag, str)
+    return tag
+
+
+EVENT_TYPE_NAMES: frozenset[str] = frozenset(str(cls.__struct_config__.tag) for cls in EVENT_TYPES)
+
+TERMINAL_EVENT_TYPES: frozenset[str] = frozenset(
+    {"task_completed", "task_failed", "task_cancelled", "task_timed_out"}
+)
+
+
+class Recorded(msgspec.Struct, frozen=True, kw_only=True):
+    """An event as stored: its stream sequence (the cursor) and subject."""
+
+    seq: int
+    subject: str
+    event: Event

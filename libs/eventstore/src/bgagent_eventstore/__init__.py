@@ -1,0 +1,29 @@
+"""The JetStream adapter of bgagent: append, read, follow, provision."""
+
+from .connect import connect
+from .errors import ConcurrencyError, ServerTooOldError, StoreError, StoreUnavailableError, TaskExistsError
+from .memory import MemoryEventStore
+from .provision import ProvisionReport, provision
+from .settings import NatsSettings
+from .store import EventStore, JetStreamEventStore, TaskLog, new_traceparent, read_direct
+from .tail import Delivered, follow
+
+__all__ = [
+    "ConcurrencyError",
+    "Delivered",
+    "EventStore",
+    "JetStreamEventStore",
+    "MemoryEventStore",
+    "NatsSettings",
+    "ProvisionReport",
+    "ServerTooOldError",
+    "StoreError",
+    "StoreUnavailableError",
+    "TaskExistsError",
+    "TaskLog",
+    "connect",
+    "follow",
+    "new_traceparent",
+    "provision",
+    "read_direct",
+]

@@ -1,0 +1,154 @@
+"""Provision the stream, consumers, KV buckets and object store; idempotent."""
+
+from __future__ import annotations
+
+import logging
+
+import msgspec
+import nats.js.errors
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    DiscardPolicy,
+    KeyValueConfig,
+    ObjectStoreConfig,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+
+from bgagent_contracts.subjects import (
+    all_tasks_filter,
+    comments_bucket,
+    event_type_filter,
+    fanout_consumer,
+    idempotency_bucket,
+    runner_consumer,
+    traces_bucket,
+)
+
+from .settings import NatsSettings
+
+logger = logging.getLogger(__name__)
+
+DUPLICATE_WINDOW_S = 120.0
+RUNNER_ACK_WAIT_S = 30.0
+RUNNER_MAX_DELIVER = 5
+
+
+class ProvisionReport(msgspec.Struct, kw_only=True):
+    """What ``admin init`` did: names of assets created, updated, or already right."""
+
+    created: list[str] = msgspec.field(default_factory=list)
+    updated: list[str] = msgspec.field(default_factory=list)
+    unchanged: list[str] = msgspec.field(default_factory=list)
+
+
+def stream_config(s: NatsSettings) -> StreamConfig:
+    return StreamConfig(
+        name=s.stream,
+        subjects=[all_tasks_filter(s.prefix)],
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        max_age=s.max_age_days * 86400.0,
+        duplicate_window=DUPLICATE_WINDOW_S,
+        allow_direct=True,
+        num_replicas=s.replicas,
+        discard=DiscardPolicy.OLD,
+    )
+
+
+def runner_consumer_config(s: NatsSettings) -> ConsumerConfig:
+    return ConsumerConfig(
+        durable_name=runner_consumer(s.prefix),
+        filter_subject=event_type_filter("task_submitted", s.prefix),
+        ack_policy=AckPolicy.EXPLICIT,
+        deliver_policy=DeliverPolicy.ALL,
+        ack_wait=RUNNER_ACK_WAIT_S,
+        max_deliver=RUNNER_MAX_DELIVER,
+        max_ack_pending=1000,
+    )
+
+
+def fanout_consumer_config(s: NatsSettings) -> ConsumerConfig:
+    return ConsumerConfig(
+        durable_name=fanout_consumer(s.prefix),
+        filter_subject=all_tasks_filter(s.prefix),
+        ack_policy=AckPolicy.EXPLICIT,
+        deliver_policy=DeliverPolicy.ALL,
+        ack_wait=60.0,
+        max_ack_pending=1000,
+    )
+
+
+_STREAM_FIELDS = (
+    "subjects",
+    "retention",
+    "storage",
+    "max_age",
+    "duplicate_window",
+    "allow_direct",
+    "num_replicas",
+)
+_CONSUMER_FIELDS = ("filter_subject", "ack_policy", "ack_wait", "max_deliver", "max_ack_pending")
+
+
+def _differs(current: object, wanted: object, fields: tuple[str, ...]) -> list[str]:
+    """Fields we set that the server holds differently (unset fields take the server's default)."""
+    return [f for f in fields if getattr(wanted, f) is not None and getattr(current, f) != getattr(wanted, f)]
+
+
+async def provision(js: JetStreamContext, s: NatsSettings) -> ProvisionReport:
+    """Create what is missing, update what drifted, leave the rest; safe to run any number of times."""
+    report = ProvisionReport()
+    wanted = stream_config(s)
+    try:
+        info = await js.stream_info(s.stream)
+    except nats.js.errors.NotFoundError:
+        await js.add_stream(wanted)
+        report.created.append(f"stream {s.stream}")
+    else:
+        drift = _differs(info.config, wanted, _STREAM_FIELDS)
+        if drift:
+            await js.update_stream(wanted)
+            report.updated.append(f"stream {s.stream} ({', '.join(drift)})")
+        else:
+            report.unchanged.append(f"stream {s.stream}")
+
+    for cfg in (runner_consumer_config(s), fanout_consumer_config(s)):
+        name = cfg.durable_name
+        assert name is not None
+        try:
+            cinfo = await js.consumer_info(s.stream, name)
+        except nats.js.errors.NotFoundError:
+            await js.add_consumer(s.stream, cfg)
+            report.created.append(f"consumer {name}")
+        else:
+            drift = _differs(cinfo.config, cfg, _CONSUMER_FIELDS)
+            if drift:
+                await js.add_consumer(s.stream, cfg)
+                report.updated.append(f"consumer {name} ({', '.join(drift)})")
+            else:
+                report.unchanged.append(f"consumer {name}")
+
+    for bucket in (comments_bucket(s.prefix), idempotency_bucket(s.prefix)):
+        try:
+            await js.key_value(bucket)
+            report.unchanged.append(f"kv {bucket}")
+        except nats.js.errors.BucketNotFoundError:
+            await js.create_key_value(
+                KeyValueConfig(bucket=bucket, history=1, storage=StorageType.FILE, replicas=s.replicas)
+            )
+            report.created.append(f"kv {bucket}")
+
+    traces = traces_bucket(s.prefix)
+    try:
+        await js.object_store(traces)
+        report.unchanged.append(f"object store {traces}")
+    except nats.js.errors.BucketNotFoundError:
+        await js.create_object_store(traces, ObjectStoreConfig(storage=StorageType.FILE, replicas=s.replicas))
+        report.created.append(f"object store {traces}")
+    logger.info("provisioned", extra={"assets_created": report.created, "assets_updated": report.updated})
+    return report

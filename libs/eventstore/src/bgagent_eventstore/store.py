@@ -1,0 +1,207 @@
+"""The event store: per-task optimistic appends and reads over one JetStream stream."""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from collections.abc import Sequence
+from typing import Protocol
+
+import msgspec
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+from nats.js.api import Header
+
+from bgagent_contracts import Event, MalformedEventError, Recorded, TaskState, decode_event, encode_event
+from bgagent_contracts import event_type as type_of
+from bgagent_contracts.fold import fold_recorded
+from bgagent_contracts.subjects import task_filter, task_subject
+
+from .errors import ConcurrencyError, StoreUnavailableError, TaskExistsError
+
+logger = logging.getLogger(__name__)
+
+EXPECTED_LAST_SUBJECT_SEQ = "Nats-Expected-Last-Subject-Sequence"
+EXPECTED_LAST_SUBJECT_SEQ_SUBJECT = "Nats-Expected-Last-Subject-Sequence-Subject"
+WRONG_LAST_SEQUENCE = 10071
+_BATCH = 512
+
+
+class TaskLog(msgspec.Struct, frozen=True, kw_only=True):
+    """What a task's log holds: decodable events, and the last sequence of any message on it."""
+
+    records: tuple[Recorded, ...]
+    last_seq: int
+    skipped: tuple[int, ...] = ()
+    """Sequences of messages on the task's subjects that were not valid events (recorded, skipped)."""
+
+    def state(self) -> TaskState | None:
+        return fold_recorded(self.records)
+
+
+class EventStore(Protocol):
+    """The port every service appends and reads through (JetStream, or memory in unit tests)."""
+
+    async def append(self, task_id: str, events: Sequence[Event], *, expected_seq: int) -> list[int]:
+        """Append events in order; each is checked against the task's last sequence."""
+        ...
+
+    async def read(self, task_id: str, *, after_seq: int = 0) -> TaskLog:
+        """Every event of a task after ``after_seq``, in order."""
+        ...
+
+
+def new_traceparent() -> str:
+    """A fresh W3C traceparent for a message that starts a trace."""
+    return f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
+
+
+class JetStreamEventStore:
+    """EventStore over a JetStream stream with subjects ``<prefix>.task.<id>.<type>``."""
+
+    def __init__(self, nc: Client, *, stream: str, prefix: str, timeout: float = 5.0) -> None:
+        self._nc = nc
+        self._js = nc.jetstream(timeout=timeout)
+        self._stream = stream
+        self._prefix = prefix
+        self._timeout = timeout
+
+    @property
+    def prefix(self) -> str:
+        return self._prefix
+
+    @property
+    def stream(self) -> str:
+        return self._stream
+
+    async def append(
+        self,
+        task_id: str,
+        events: Sequence[Event],
+        *,
+        expected_seq: int,
+        traceparent: str | None = None,
+    ) -> list[int]:
+        seqs: list[int] = []
+        expected = expected_seq
+        parent = traceparent or new_traceparent()
+        for event in events:
+            if event.task_id != task_id:
+                raise ValueError(f"event {event.event_id} belongs to task {event.task_id}, not {task_id}")
+            headers = {
+                Header.MSG_ID.value: event.event_id,
+                EXPECTED_LAST_SUBJECT_SEQ: str(expected),
+                EXPECTED_LAST_SUBJECT_SEQ_SUBJECT: task_filter(task_id, self._prefix),
+                "traceparent": parent,
+            }
+            subject = task_subject(task_id, type_of(event), self._prefix)
+            try:
+                ack = await self._js.publish(
+                    subject, encode_event(event), headers=headers, timeout=self._timeout
+                )
+            except nats.js.errors.APIError as exc:
+                if exc.err_code == WRONG_LAST_SEQUENCE:
+                    actual = _actual_seq(exc.description)
+                    if actual is not None and await self._is_our_retry(actual, event.event_id):
+                        # A retry of an append that already landed: the server checks the
+                        # expected sequence before Nats-Msg-Id, so recognise it here.
+                        seqs.append(actual)
+                        expected = actual
+                        continue
+                    cls = TaskExistsError if expected == 0 and not seqs else ConcurrencyError
+                    raise cls(task_id, expected, actual, appended=len(seqs)) from exc
+                raise
+            except (
+                nats.errors.TimeoutError,
+                nats.errors.NoRespondersError,
+                nats.errors.ConnectionClosedError,
+            ) as exc:
+                raise StoreUnavailableError(f"append to {subject} failed: {exc!r}") from exc
+            if ack.duplicate:
+                logger.info("duplicate append ignored", extra={"task_id": task_id, "seq": ack.seq})
+            seqs.append(ack.seq)
+            expected = max(expected, ack.seq)
+        return seqs
+
+    async def _is_our_retry(self, seq: int, event_id: str) -> bool:
+        try:
+            msg = await self._js.get_msg(self._stream, seq=seq, direct=True)
+        except nats.js.errors.Error:
+            return False
+        return bool(msg.headers and msg.headers.get(Header.MSG_ID.value) == event_id)
+
+    async def read(self, task_id: str, *, after_seq: int = 0) -> TaskLog:
+        return await read_direct(
+            self._nc,
+            self._stream,
+            task_filter(task_id, self._prefix),
+            after_seq=after_seq,
+            timeout=self._timeout,
+        )
+
+    async def last_stream_seq(self) -> int:
+        """The stream's last sequence (0 when empty)."""
+        info = await self._js.stream_info(self._stream)
+        return int(info.state.last_seq)
+
+
+def _actual_seq(description: str | None) -> int | None:
+    if not description:
+        return None
+    tail = description.rsplit(":", 1)[-1].strip()
+    return int(tail) if tail.isdigit() else None
+
+
+async def read_direct(
+    nc: Client, stream: str, subject_filter: str, *, after_seq: int = 0, timeout: float = 5.0
+) -> TaskLog:
+    """Batched direct get (``next_by_subj``) until the server says there is nothing more."""
+    records: list[Recorded] = []
+    skipped: list[int] = []
+    last_seq = after_seq
+    start = after_seq + 1
+    api = f"$JS.API.DIRECT.GET.{stream}"
+    while True:
+        inbox = nc.new_inbox()
+        sub = await nc.subscribe(inbox)
+        more = False
+        try:
+            request = json.dumps({"seq": start, "batch": _BATCH, "next_by_subj": subject_filter}).encode()
+            await nc.publish(api, request, reply=inbox)
+            while True:
+                try:
+                    msg = await sub.next_msg(timeout=timeout)
+                except nats.errors.TimeoutError as exc:
+                    raise StoreUnavailableError(
+                        f"direct get on {stream} timed out (is allow_direct on?)"
+                    ) from exc
+                headers = msg.headers or {}
+                status = headers.get("Status")
+                if status == "404":
+                    break
+                if status == "204":
+                    more = int(headers.get("Nats-Num-Pending", "0")) > 0
+                    break
+                if status is not None:
+                    raise StoreUnavailableError(f"direct get on {stream}: status {status} {headers}")
+                seq = int(headers["Nats-Sequence"])
+                last_seq = max(last_seq, seq)
+                try:
+                    event = decode_event(msg.data)
+                except MalformedEventError as exc:
+                    logger.warning(
+                        "skipping malformed message",
+                        extra={"seq": seq, "subject": headers.get("Nats-Subject")},
+                    )
+                    logger.debug("malformed message %s: %s", seq, exc)
+                    skipped.append(seq)
+                    continue
+                records.append(Recorded(seq=seq, subject=headers["Nats-Subject"], event=event))
+        finally:
+            await sub.unsubscribe()
+        if not more:
+            break
+        start = last_seq + 1
+    return TaskLog(records=tuple(records), last_seq=last_seq, skipped=tuple(skipped))

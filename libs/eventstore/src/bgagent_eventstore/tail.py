@@ -1,0 +1,88 @@
+"""Follow a subject filter of the stream live from a cursor, with no gap and no duplicate.
+
+nats-py's ordered consumer does not always recover after missed heartbeats or
+a server restart, so the follower keeps its own last sequence and
+re-subscribes from it whenever the subscription goes quiet while the stream
+has moved on (or after a reconnect).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+import msgspec
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+from nats.js.api import ConsumerConfig, DeliverPolicy
+
+from .store import read_direct
+
+logger = logging.getLogger(__name__)
+
+
+class Delivered(msgspec.Struct, frozen=True, kw_only=True):
+    """A raw stored message: decode it with ``bgagent_contracts.decode_event``."""
+
+    seq: int
+    subject: str
+    data: bytes
+    headers: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+async def follow(
+    nc: Client,
+    *,
+    stream: str,
+    subject_filter: str,
+    after_seq: int = 0,
+    idle_check_s: float = 2.0,
+) -> AsyncIterator[Delivered]:
+    """Yield every message on ``subject_filter`` with seq > ``after_seq``, forever, in order."""
+    js = nc.jetstream()
+    last = after_seq
+    while True:
+        config = ConsumerConfig(
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+            opt_start_seq=last + 1,
+            inactive_threshold=60.0,
+        )
+        sub = await js.subscribe(
+            subject_filter, stream=stream, ordered_consumer=True, idle_heartbeat=1.0, config=config
+        )
+        try:
+            while True:
+                try:
+                    msg = await sub.next_msg(timeout=idle_check_s)
+                except nats.errors.TimeoutError:
+                    if await _stalled(nc, stream, subject_filter, last):
+                        logger.warning("follower stalled after seq %d; re-subscribing", last)
+                        break
+                    continue
+                except nats.errors.ConnectionClosedError:
+                    raise
+                seq = msg.metadata.sequence.stream
+                if seq <= last:
+                    continue  # a re-delivered message after a consumer reset
+                last = seq
+                yield Delivered(seq=seq, subject=msg.subject, data=msg.data, headers=dict(msg.headers or {}))
+        finally:
+            try:
+                await sub.unsubscribe()
+            except (nats.errors.Error, nats.js.errors.Error) as exc:
+                logger.debug("unsubscribe failed: %s", exc)
+
+
+async def _stalled(nc: Client, stream: str, subject_filter: str, last: int) -> bool:
+    """True when the stream holds a message we should have received by now."""
+    if nc.is_closed:
+        raise nats.errors.ConnectionClosedError
+    if not nc.is_connected:
+        return False
+    try:
+        log = await read_direct(nc, stream, subject_filter, after_seq=last, timeout=2.0)
+    except Exception as exc:  # noqa: BLE001 - a failed probe just means "try again later"
+        logger.debug("stall probe failed: %s", exc)
+        return False
+    return log.last_seq > last

@@ -1,0 +1,70 @@
+"""Pytest fixtures: real NATS JetStream and real PostgreSQL, isolated per run and per test.
+
+- ``nats_url`` (session): ``NATS_URL`` when set, a container when Docker answers,
+  else a nats-server subprocess on a free port with a temporary store.
+- ``database_url`` (session): a fresh database on ``DATABASE_URL``'s server
+  (default: the local PostgreSQL as user postgres), dropped at the end.
+- ``nats_settings`` (per test): a stream name and subject prefix of its own, so
+  tests never see each other's events.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+from nats.aio.client import Client
+
+from bgagent_eventstore import JetStreamEventStore, NatsSettings, connect, provision
+
+from .servers import database_url_from_env, drop_database, ensure_database, nats_for_tests, with_database
+
+
+@pytest.fixture(scope="session")
+def nats_url() -> Iterator[str]:
+    with nats_for_tests() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+async def database_url() -> AsyncIterator[str]:
+    url = with_database(database_url_from_env(), f"bgagent_test_{secrets.token_hex(4)}")
+    await ensure_database(url)
+    try:
+        yield url
+    finally:
+        await drop_database(url)
+
+
+@pytest.fixture
+def nats_settings(nats_url: str) -> NatsSettings:
+    tag = secrets.token_hex(4)
+    return NatsSettings(url=nats_url, stream=f"T{tag.upper()}", prefix=f"t{tag}")
+
+
+@pytest.fixture
+async def nc(nats_settings: NatsSettings) -> AsyncIterator[Client]:
+    client = await connect(nats_settings.url, name="pytest")
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+@pytest.fixture
+async def provisioned(nc: Client, nats_settings: NatsSettings) -> AsyncIterator[NatsSettings]:
+    """A provisioned stream for this test; deleted afterwards to keep the server small."""
+    js = nc.jetstream()
+    await provision(js, nats_settings)
+    try:
+        yield nats_settings
+    finally:
+        with contextlib.suppress(Exception):  # best-effort cleanup
+            await js.delete_stream(nats_settings.stream)
+
+
+@pytest.fixture
+def event_store(nc: Client, provisioned: NatsSettings) -> JetStreamEventStore:
+    return JetStreamEventStore(nc, stream=provisioned.stream, prefix=provisioned.prefix)
