@@ -1,0 +1,56 @@
+# bgagent — the two commands a newcomer needs:
+#   make demo   run one task end to end on this machine (real NATS, local PostgreSQL, scripted model)
+#   make test   lint, type-check and run every test (unit, integration, end to end)
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
+
+.PHONY: help bootstrap sync postgres demo test check lint fmt unit bench clean
+
+help:
+	@echo "make demo    run one task end to end (starts nats-server + the four services, exits 0 on COMPLETED)"
+	@echo "make test    ruff + mypy + import rules, then every test (needs PostgreSQL; starts it if it is down)"
+	@echo "make bench   print the benchmark figures (rebuild throughput, watch latency)"
+
+# uv from PyPI when the machine has none (kept in .tools/, nothing installed globally).
+$(UV):
+	python3 -m venv .tools && .tools/bin/pip install --quiet uv
+
+bootstrap: $(UV)
+
+sync: bootstrap
+	$(UV) sync --all-packages --locked --quiet
+
+# Start the machine's PostgreSQL if it is installed but down (no-op elsewhere: set DATABASE_URL).
+postgres:
+	@if [ -z "$$DATABASE_URL" ] && command -v pg_isready >/dev/null && ! pg_isready -q -h 127.0.0.1; then \
+		echo "starting the local PostgreSQL"; \
+		pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql | head -1) main start || true; \
+		for i in $$(seq 1 30); do pg_isready -q -h 127.0.0.1 && break; sleep 0.5; done; \
+	fi
+
+demo: sync postgres
+	$(UV) run bgagent demo
+
+check: sync
+	$(UV) run ruff check .
+	$(UV) run ruff format --check .
+	$(UV) run mypy libs/*/src services/*/src cli/src
+	$(UV) run lint-imports
+
+test: check postgres
+	$(UV) run pytest -q
+
+unit: sync
+	$(UV) run pytest -q -m "not integration and not e2e"
+
+fmt: sync
+	$(UV) run ruff format .
+	$(UV) run ruff check --fix .
+
+bench: sync postgres
+	$(UV) run python bench/rebuild_throughput.py
+	$(UV) run python bench/watch_latency.py
+
+clean:
+	rm -rf .tools .venv .mypy_cache .ruff_cache .pytest_cache

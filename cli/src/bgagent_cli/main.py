@@ -1,0 +1,252 @@
+"""The ``bgagent`` command."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from .client import Api
+from .config import CliConfig, home_dir
+from .errors import CliError
+from .render import Printer
+from .watch import watch as watch_task
+
+app = typer.Typer(
+    name="bgagent",
+    help="Run autonomous background coding agents: submit, watch, nudge, cancel.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+admin_app = typer.Typer(help="Operator commands.", no_args_is_help=True)
+dev_app = typer.Typer(help="The local stack: a real nats-server, local PostgreSQL, the four services.", no_args_is_help=True)
+app.add_typer(admin_app, name="admin")
+app.add_typer(dev_app, name="dev")
+
+
+class Output(enum.StrEnum):
+    text = "text"
+    json = "json"
+
+
+OutputOpt = Annotated[Output, typer.Option("--output", "-o", help="text, or json (one object per line).")]
+T = TypeVar("T")
+
+
+def _run(printer: Printer, fn: Callable[[], T]) -> T:
+    """Run a command body; CliError → message + hint on stderr and its exit code; Ctrl-C → 130."""
+    try:
+        return fn()
+    except CliError as exc:
+        printer.note(f"error: {exc.message}")
+        if exc.hint:
+            printer.note(f"hint: {exc.hint}")
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        printer.note("interrupted")
+        raise typer.Exit(130) from None
+
+
+def _setup(output: Output) -> tuple[CliConfig, Printer]:
+    logging.basicConfig(level=os.environ.get("BGAGENT_LOG_LEVEL", "WARNING"), stream=sys.stderr)
+    return CliConfig.load(), Printer(output is Output.json)
+
+
+@app.command()
+def submit(
+    repo: Annotated[str, typer.Option(help="owner/name on GitHub, or a local path / file:// URL (dev stack).")],
+    task: Annotated[str | None, typer.Option("--task", "-t", help="What to do (≤ 2000 characters).")] = None,
+    issue: Annotated[int | None, typer.Option(help="Issue number the task comes from.")] = None,
+    pr: Annotated[int | None, typer.Option(help="Iterate on this pull request (pr_iteration).")] = None,
+    review_pr: Annotated[int | None, typer.Option(help="Review this pull request (pr_review).")] = None,
+    max_turns: Annotated[int | None, typer.Option(min=1, max=500)] = None,
+    max_budget: Annotated[float | None, typer.Option(min=0.01, max=100.0, help="Dollar budget.")] = None,
+    trace: Annotated[bool, typer.Option(help="Keep larger previews and a full trace.")] = False,
+    idempotency_key: Annotated[str | None, typer.Option(help="Same key → same task, never a second one.")] = None,
+    watch: Annotated[bool, typer.Option("--watch", "-w", help="Then watch it until it ends.")] = False,
+    output: OutputOpt = Output.text,
+) -> None:
+    """Submit a task (and with --watch follow it; exit 0 only when it completes)."""
+    config, printer = _setup(output)
+
+    def body() -> int:
+        if pr is not None and review_pr is not None:
+            raise CliError("--pr and --review-pr are exclusive", hint="pick one")
+        if task is None and issue is None and pr is None and review_pr is None:
+            raise CliError("nothing to do", hint="give --task, --issue, --pr or --review-pr")
+        request: dict[str, Any] = {"repo": repo, "trace": trace}
+        if task is not None:
+            request["description"] = task
+        if issue is not None:
+            request["issue_number"] = issue
+        if pr is not None:
+            request.update(task_type="pr_iteration", pr_number=pr)
+        if review_pr is not None:
+            request.update(task_type="pr_review", pr_number=review_pr)
+        if max_turns is not None:
+            request["max_turns"] = max_turns
+        if max_budget is not None:
+            request["max_budget_usd"] = max_budget
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        api = Api(config)
+        try:
+            created = api.write("/v1/tasks", request, headers)
+        finally:
+            api.close()
+        data = created["data"]
+        if printer.json:
+            printer.obj(data)
+        elif not watch:
+            printer.task(data)
+        else:
+            printer.note(f"submitted {data['task_id']}; watching (Ctrl-C stops watching, not the task)")
+        if watch:
+            return asyncio.run(watch_task(config, data["task_id"], printer))
+        return 0
+
+    raise typer.Exit(_run(printer, body))
+
+
+@app.command("run")
+def run_cmd(
+    repo: Annotated[str, typer.Option(help="owner/name, or a local path / file:// URL.")],
+    task: Annotated[str, typer.Option("--task", "-t", help="What to do.")],
+    output: OutputOpt = Output.text,
+) -> None:
+    """Submit a task and watch it (shorthand for submit --watch)."""
+    submit(repo=repo, task=task, watch=True, output=output)
+
+
+@app.command()
+def watch(
+    task_id: str,
+    after: Annotated[int, typer.Option(help="Only events after this seq (the cursor).")] = 0,
+    output: OutputOpt = Output.text,
+) -> None:
+    """Follow a task's events live from NATS; exit 0 on COMPLETED, 1 on other endings, 130 on Ctrl-C."""
+    config, printer = _setup(output)
+    raise typer.Exit(_run(printer, lambda: asyncio.run(watch_task(config, task_id, printer, after=after))))
+
+
+@app.command()
+def status(task_id: str, output: OutputOpt = Output.text) -> None:
+    """A snapshot of one task."""
+    config, printer = _setup(output)
+
+    def body() -> None:
+        api = Api(config)
+        try:
+            printer.task(api.read(f"/v1/tasks/{task_id}")["data"])
+        finally:
+            api.close()
+
+    _run(printer, body)
+
+
+@app.command()
+def events(
+    task_id: str,
+    after: Annotated[int, typer.Option(help="Start after this seq.")] = 0,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 100,
+    output: OutputOpt = Output.text,
+) -> None:
+    """A task's stored events (from the query service), oldest first."""
+    config, printer = _setup(output)
+
+    def body() -> None:
+        api = Api(config)
+        try:
+            page = api.read(f"/v1/tasks/{task_id}/events", {"after": after, "limit": limit})
+        finally:
+            api.close()
+        for view in page["data"]:
+            printer.event(view)
+        nxt = page.get("pagination", {}).get("next_after")
+        if nxt and page["pagination"].get("has_more"):
+            printer.note(f"more: bgagent events {task_id} --after {nxt}")
+
+    _run(printer, body)
+
+
+@app.command("list")
+def list_cmd(
+    status_filter: Annotated[str | None, typer.Option("--status", help="e.g. RUNNING or COMPLETED.")] = None,
+    repo: Annotated[str | None, typer.Option()] = None,
+    limit: Annotated[int, typer.Option(min=1, max=100)] = 20,
+    output: OutputOpt = Output.text,
+) -> None:
+    """Your tasks, newest first."""
+    config, printer = _setup(output)
+
+    def body() -> None:
+        api = Api(config)
+        try:
+            page = api.read("/v1/tasks", {"status": status_filter, "repo": repo, "limit": limit})
+        finally:
+            api.close()
+        printer.task_row_header()
+        for task in page["data"]:
+            printer.task_row(task)
+        if page.get("pagination", {}).get("has_more"):
+            printer.note("(more results: raise --limit)")
+
+    _run(printer, body)
+
+
+@app.command()
+def cancel(
+    task_id: str,
+    reason: Annotated[str | None, typer.Option()] = None,
+    output: OutputOpt = Output.text,
+) -> None:
+    """Cancel a task (a queued one at once; a running one within a second)."""
+    config, printer = _setup(output)
+
+    def body() -> None:
+        api = Api(config)
+        try:
+            result = api.write(f"/v1/tasks/{task_id}/cancel", {"reason": reason} if reason else {})
+        finally:
+            api.close()
+        data = result["data"]
+        if printer.json:
+            printer.obj(data)
+        elif data["status"] == "CANCELLED":
+            printer.line(f"Task {task_id} cancelled.")
+        else:
+            printer.line(f"Cancel requested for task {task_id} (status {data['status']}); the runner stops it.")
+
+    _run(printer, body)
+
+
+@app.command()
+def nudge(task_id: str, message: str, output: OutputOpt = Output.text) -> None:
+    """Send the agent a message; it reads it before its next turn."""
+    config, printer = _setup(output)
+
+    def body() -> None:
+        api = Api(config)
+        try:
+            result = api.write(f"/v1/tasks/{task_id}/nudges", {"message": message})
+        finally:
+            api.close()
+        data = result["data"]
+        if printer.json:
+            printer.obj(data)
+        else:
+            printer.line(f"Nudge {data['nudge_id']} queued for task {task_id}.")
+
+    _run(printer, body)
+
+
+from . import commands_ops  # noqa: E402,F401  (registers admin, dev and demo commands)
+
+__all__ = ["Path", "admin_app", "app", "dev_app", "home_dir"]

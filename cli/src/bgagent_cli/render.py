@@ -1,0 +1,157 @@
+"""What the CLI prints: NDJSON with ``--output json``, readable text otherwise."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any, TextIO
+
+_STATUS_STYLE = {
+    "COMPLETED": "green",
+    "FAILED": "red",
+    "CANCELLED": "yellow",
+    "TIMED_OUT": "red",
+    "RUNNING": "cyan",
+    "AWAITING_APPROVAL": "magenta",
+}
+
+
+def _short(value: Any, limit: int = 100) -> str:
+    text = " ".join(str(value).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def event_summary(view: dict[str, Any]) -> str:
+    """One line describing an event view (``{"seq", "type", "event"}``)."""
+    e = view["event"]
+    t = view["type"]
+    match t:
+        case "task_submitted":
+            what = e.get("description") or (f"issue #{e['issue_number']}" if e.get("issue_number") else "")
+            return f"{e['task_type']} on {e['repo']}: {_short(what, 80)}"
+        case "task_started":
+            return f"attempt {e['attempt']} on runner {e['runner_id']}"
+        case "workspace_ready":
+            return f"branch {e['branch']} from {e.get('base_branch') or '?'}"
+        case "milestone":
+            return f"{e['name']}" + (f": {_short(e['detail'])}" if e.get("detail") else "")
+        case "agent_turn":
+            text = _short(e.get("text_preview") or "", 90)
+            return f"turn {e['turn']}: {text}" + (f" [{e['tool_calls']} tool call(s)]" if e.get("tool_calls") else "")
+        case "tool_called":
+            return f"{e['tool_name']}: {_short(e['input_preview'], 90)}"
+        case "tool_result":
+            mark = "error" if e["is_error"] else "ok"
+            return f"{e['tool_name']} {mark} ({e.get('duration_ms', 0)} ms): {_short(e['output_preview'], 80)}"
+        case "cost_updated":
+            return f"${e['total_cost_usd']:.4f} total ({e['input_tokens']} in / {e['output_tokens']} out)"
+        case "nudge_requested":
+            return f"from {e['requested_by']}: {_short(e['message'], 80)}"
+        case "nudge_acknowledged":
+            return f"{len(e['nudge_ids'])} nudge(s) given to the agent at turn {e['turn']}"
+        case "cancel_requested":
+            return f"by {e['requested_by']}" + (f": {e['reason']}" if e.get("reason") else "")
+        case "agent_finished":
+            return f"after {e['turns']} turn(s) ({e['stop_reason']})"
+        case "pr_opened" | "pr_updated":
+            return f"#{e['pr_number']} {e['pr_url']}"
+        case "task_completed":
+            where = e.get("pr_url") or (f"branch {e['branch']}" if e.get("branch") else "")
+            return f"{e['result']}" + (f": {where}" if where else "")
+        case "task_failed":
+            return f"{e['code']}: {_short(e['message'], 120)}"
+        case "task_cancelled":
+            return f"by {e['cancelled_by']}" + (f": {e['reason']}" if e.get("reason") else "")
+        case "task_timed_out":
+            return f"{e['limit']}: {e['message']}"
+        case _:
+            keys = [k for k in e if k not in ("task_id", "event_id", "ts", "actor", "type", "attempt")]
+            return _short(", ".join(f"{k}={e[k]}" for k in keys), 120)
+
+
+class Printer:
+    """Writes results to stdout; diagnostics to stderr. Colour only on a TTY without NO_COLOR."""
+
+    def __init__(self, json_output: bool, out: TextIO | None = None, err: TextIO | None = None) -> None:
+        self.json = json_output
+        self.out = out or sys.stdout
+        self.err = err or sys.stderr
+        self.color = (not json_output) and self.out.isatty() and not os.environ.get("NO_COLOR")
+
+    def _style(self, text: str, style: str | None) -> str:
+        if not self.color or not style:
+            return text
+        codes = {"green": 32, "red": 31, "yellow": 33, "cyan": 36, "magenta": 35, "dim": 2, "bold": 1}
+        return f"\x1b[{codes[style]}m{text}\x1b[0m"
+
+    def obj(self, value: Any) -> None:
+        """One JSON object per line."""
+        self.out.write(json.dumps(value, separators=(",", ":"), default=str) + "\n")
+        self.out.flush()
+
+    def line(self, text: str = "") -> None:
+        self.out.write(text + "\n")
+        self.out.flush()
+
+    def note(self, text: str) -> None:
+        """A diagnostic for humans: stderr, never mixed into JSON output."""
+        self.err.write(text + "\n")
+        self.err.flush()
+
+    def event(self, view: dict[str, Any]) -> None:
+        if self.json:
+            self.obj(view)
+            return
+        ts = str(view["event"].get("ts", ""))[11:19]
+        t = view["type"]
+        style = "red" if t in ("task_failed", "task_timed_out") else "green" if t == "task_completed" else None
+        seq = f"#{view['seq']:<5}"
+        self.line(f"{self._style(ts, 'dim')} {self._style(seq, 'dim')} {self._style(f'{t:<18}', style)} {event_summary(view)}")
+
+    def status(self, status: str) -> str:
+        return self._style(status, _STATUS_STYLE.get(status))
+
+    def task(self, task: dict[str, Any]) -> None:
+        """The status snapshot of one task."""
+        if self.json:
+            self.obj(task)
+            return
+        budget = f" / ${task['max_budget_usd']:.2f}" if task.get("max_budget_usd") else ""
+        rows = [
+            ("Task", task["task_id"]),
+            ("Status", self.status(task["status"])),
+            ("Repo", task["repo"]),
+            ("Type", task["task_type"]),
+            ("Channel", task.get("channel")),
+            ("Description", _short(task.get("description") or "", 100) or None),
+            ("Issue", f"#{task['issue_number']}" if task.get("issue_number") else None),
+            ("PR", f"#{task['pr_number']}" if task.get("pr_number") else None),
+            ("Turn", f"{task['turn']}/{task['max_turns']}"),
+            ("Cost", f"${task['cost_usd']:.4f}{budget}"),
+            ("Last milestone", task.get("last_milestone")),
+            ("Current step", task.get("current_step")),
+            ("Queue position", task.get("queue_position")),
+            ("Branch", task.get("branch")),
+            ("Pull request", task.get("pr_url")),
+            ("Result", task.get("result")),
+            ("Reason", f"{task['error_code']}: {task['error_message']}" if task.get("error_code") else None),
+            ("Duration", f"{task['duration_s']:.1f}s" if task.get("duration_s") is not None else None),
+            ("Last event", f"{task.get('last_event_type')} @ {task.get('last_event_at')}"),
+        ]
+        for label, value in rows:
+            if value is not None and value != "":
+                self.line(f"{label + ':':<16}{value}")
+
+    def task_row_header(self) -> None:
+        if not self.json:
+            self.line(f"{'TASK ID':<27} {'STATUS':<18} {'REPO':<28} {'CREATED':<20} DESCRIPTION")
+
+    def task_row(self, task: dict[str, Any]) -> None:
+        if self.json:
+            self.obj(task)
+            return
+        created = str(task.get("created_at", ""))[:19].replace("T", " ")
+        desc = _short(task.get("description") or "", 40)
+        status = self.status(f"{task['status']:<18}")
+        self.line(f"{task['task_id']:<27} {status} {_short(task['repo'], 28):<28} {created:<20} {desc}")
