@@ -49,7 +49,8 @@ class Api:
             response = self._http.request(method, url, **kwargs)
         except httpx.HTTPError as exc:
             raise CliError(
-                f"cannot reach {url}: {exc}", hint="is the service running? ('bgagent dev up' starts a local stack)"
+                f"cannot reach {url}: {exc}",
+                hint="is the service running? ('bgagent dev up' starts a local stack)",
             ) from exc
         try:
             body = response.json()

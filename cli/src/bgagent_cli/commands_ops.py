@@ -48,7 +48,11 @@ def admin_init(output: OutputOpt = Output.text) -> None:
         if printer.json:
             printer.obj({"created": report.created, "updated": report.updated, "unchanged": report.unchanged})
             return
-        for verb, names in (("created", report.created), ("updated", report.updated), ("ok", report.unchanged)):
+        for verb, names in (
+            ("created", report.created),
+            ("updated", report.updated),
+            ("ok", report.unchanged),
+        ):
             for name in names:
                 printer.line(f"{verb:<8} {name}")
 
@@ -170,7 +174,9 @@ def demo(
             api = Api(config)
             try:
                 printer.line(f"== submitting a task on {repo}")
-                created = api.write("/v1/tasks", {"repo": str(repo), "description": demo_mod.DEMO_DESCRIPTION})
+                created = api.write(
+                    "/v1/tasks", {"repo": str(repo), "description": demo_mod.DEMO_DESCRIPTION}
+                )
                 task_id = created["data"]["task_id"]
                 printer.line(f"== watching {task_id}")
                 code = asyncio.run(watch_task(config, task_id, printer))

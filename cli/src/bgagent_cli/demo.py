@@ -28,11 +28,15 @@ DEMO_SCRIPT = [
         "turns": [
             {
                 "text": "I'll start by running the test suite to see what fails.",
-                "tool_uses": [{"name": "bash", "input": {"command": "python3 -m unittest -v 2>&1 | tail -20"}}],
+                "tool_uses": [
+                    {"name": "bash", "input": {"command": "python3 -m unittest -v 2>&1 | tail -20"}}
+                ],
             },
             {
                 "text": "test_adds expects 5 from add(2, 3); calc.add subtracts. Let me look at it.",
-                "tool_uses": [{"name": "str_replace_based_edit_tool", "input": {"command": "view", "path": "calc.py"}}],
+                "tool_uses": [
+                    {"name": "str_replace_based_edit_tool", "input": {"command": "view", "path": "calc.py"}}
+                ],
             },
             {
                 "text": "The operator is wrong; fixing it.",
@@ -50,7 +54,9 @@ DEMO_SCRIPT = [
             },
             {
                 "text": "Running the tests again.",
-                "tool_uses": [{"name": "bash", "input": {"command": "python3 -m unittest -v 2>&1 | tail -20"}}],
+                "tool_uses": [
+                    {"name": "bash", "input": {"command": "python3 -m unittest -v 2>&1 | tail -20"}}
+                ],
             },
             {"text": "Fixed `add` in calc.py (it subtracted instead of adding); the test suite passes now."},
         ],

@@ -1,8 +1,8 @@
 """Errors of the CLI; each carries what the user should do next.
 
-    CliError                 exit code 2 unless set
-    ├── ApiCallError         the server answered with an error envelope
-    └── NotConfiguredError   no URL/token known
+CliError                 exit code 2 unless set
+├── ApiCallError         the server answered with an error envelope
+└── NotConfiguredError   no URL/token known
 """
 
 from __future__ import annotations
@@ -20,7 +20,9 @@ class CliError(Exception):
 
 
 class ApiCallError(CliError):
-    def __init__(self, status: int, code: str, message: str, request_id: str | None, hint: str | None) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, request_id: str | None, hint: str | None
+    ) -> None:
         super().__init__(f"{code}: {message}", hint=hint)
         self.status = status
         self.code = code

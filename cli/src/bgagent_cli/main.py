@@ -27,7 +27,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 admin_app = typer.Typer(help="Operator commands.", no_args_is_help=True)
-dev_app = typer.Typer(help="The local stack: a real nats-server, local PostgreSQL, the four services.", no_args_is_help=True)
+dev_app = typer.Typer(
+    help="The local stack: a real nats-server, local PostgreSQL, the four services.", no_args_is_help=True
+)
 app.add_typer(admin_app, name="admin")
 app.add_typer(dev_app, name="dev")
 
@@ -62,7 +64,9 @@ def _setup(output: Output) -> tuple[CliConfig, Printer]:
 
 @app.command()
 def submit(
-    repo: Annotated[str, typer.Option(help="owner/name on GitHub, or a local path / file:// URL (dev stack).")],
+    repo: Annotated[
+        str, typer.Option(help="owner/name on GitHub, or a local path / file:// URL (dev stack).")
+    ],
     task: Annotated[str | None, typer.Option("--task", "-t", help="What to do (≤ 2000 characters).")] = None,
     issue: Annotated[int | None, typer.Option(help="Issue number the task comes from.")] = None,
     pr: Annotated[int | None, typer.Option(help="Iterate on this pull request (pr_iteration).")] = None,
@@ -70,7 +74,9 @@ def submit(
     max_turns: Annotated[int | None, typer.Option(min=1, max=500)] = None,
     max_budget: Annotated[float | None, typer.Option(min=0.01, max=100.0, help="Dollar budget.")] = None,
     trace: Annotated[bool, typer.Option(help="Keep larger previews and a full trace.")] = False,
-    idempotency_key: Annotated[str | None, typer.Option(help="Same key → same task, never a second one.")] = None,
+    idempotency_key: Annotated[
+        str | None, typer.Option(help="Same key → same task, never a second one.")
+    ] = None,
     watch: Annotated[bool, typer.Option("--watch", "-w", help="Then watch it until it ends.")] = False,
     output: OutputOpt = Output.text,
 ) -> None:
@@ -222,7 +228,9 @@ def cancel(
         elif data["status"] == "CANCELLED":
             printer.line(f"Task {task_id} cancelled.")
         else:
-            printer.line(f"Cancel requested for task {task_id} (status {data['status']}); the runner stops it.")
+            printer.line(
+                f"Cancel requested for task {task_id} (status {data['status']}); the runner stops it."
+            )
 
     _run(printer, body)
 

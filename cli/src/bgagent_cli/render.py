@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable
 from typing import Any, TextIO
 
 _STATUS_STYLE = {
@@ -22,52 +23,62 @@ def _short(value: Any, limit: int = 100) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def _opt(prefix: str, value: Any) -> str:
+    return f"{prefix}{value}" if value else ""
+
+
+def _submitted(e: dict[str, Any]) -> str:
+    what = e.get("description") or (f"issue #{e['issue_number']}" if e.get("issue_number") else "")
+    return f"{e['task_type']} on {e['repo']}: {_short(what, 80)}"
+
+
+def _turn(e: dict[str, Any]) -> str:
+    calls = f" [{e['tool_calls']} tool call(s)]" if e.get("tool_calls") else ""
+    return f"turn {e['turn']}: {_short(e.get('text_preview') or '', 90)}{calls}"
+
+
+def _tool_result(e: dict[str, Any]) -> str:
+    mark = "error" if e["is_error"] else "ok"
+    return f"{e['tool_name']} {mark} ({e.get('duration_ms', 0)} ms): {_short(e['output_preview'], 80)}"
+
+
+def _completed(e: dict[str, Any]) -> str:
+    where = e.get("pr_url") or (f"branch {e['branch']}" if e.get("branch") else "")
+    return f"{e['result']}{_opt(': ', where)}"
+
+
+_SUMMARIES: dict[str, Callable[[dict[str, Any]], str]] = {
+    "task_submitted": _submitted,
+    "task_started": lambda e: f"attempt {e['attempt']} on runner {e['runner_id']}",
+    "workspace_ready": lambda e: f"branch {e['branch']} from {e.get('base_branch') or '?'}",
+    "milestone": lambda e: f"{e['name']}{_opt(': ', _short(e.get('detail') or ''))}",
+    "agent_turn": _turn,
+    "tool_called": lambda e: f"{e['tool_name']}: {_short(e['input_preview'], 90)}",
+    "tool_result": _tool_result,
+    "cost_updated": lambda e: (
+        f"${e['total_cost_usd']:.4f} total ({e['input_tokens']} in / {e['output_tokens']} out)"
+    ),
+    "nudge_requested": lambda e: f"from {e['requested_by']}: {_short(e['message'], 80)}",
+    "nudge_acknowledged": lambda e: f"{len(e['nudge_ids'])} nudge(s) given to the agent at turn {e['turn']}",
+    "cancel_requested": lambda e: f"by {e['requested_by']}{_opt(': ', e.get('reason'))}",
+    "agent_finished": lambda e: f"after {e['turns']} turn(s) ({e['stop_reason']})",
+    "pr_opened": lambda e: f"#{e['pr_number']} {e['pr_url']}",
+    "pr_updated": lambda e: f"#{e['pr_number']} {e['pr_url']}",
+    "task_completed": _completed,
+    "task_failed": lambda e: f"{e['code']}: {_short(e['message'], 120)}",
+    "task_cancelled": lambda e: f"by {e['cancelled_by']}{_opt(': ', e.get('reason'))}",
+    "task_timed_out": lambda e: f"{e['limit']}: {e['message']}",
+}
+_ENVELOPE = frozenset({"task_id", "event_id", "ts", "actor", "type", "attempt"})
+
+
 def event_summary(view: dict[str, Any]) -> str:
     """One line describing an event view (``{"seq", "type", "event"}``)."""
     e = view["event"]
-    t = view["type"]
-    match t:
-        case "task_submitted":
-            what = e.get("description") or (f"issue #{e['issue_number']}" if e.get("issue_number") else "")
-            return f"{e['task_type']} on {e['repo']}: {_short(what, 80)}"
-        case "task_started":
-            return f"attempt {e['attempt']} on runner {e['runner_id']}"
-        case "workspace_ready":
-            return f"branch {e['branch']} from {e.get('base_branch') or '?'}"
-        case "milestone":
-            return f"{e['name']}" + (f": {_short(e['detail'])}" if e.get("detail") else "")
-        case "agent_turn":
-            text = _short(e.get("text_preview") or "", 90)
-            return f"turn {e['turn']}: {text}" + (f" [{e['tool_calls']} tool call(s)]" if e.get("tool_calls") else "")
-        case "tool_called":
-            return f"{e['tool_name']}: {_short(e['input_preview'], 90)}"
-        case "tool_result":
-            mark = "error" if e["is_error"] else "ok"
-            return f"{e['tool_name']} {mark} ({e.get('duration_ms', 0)} ms): {_short(e['output_preview'], 80)}"
-        case "cost_updated":
-            return f"${e['total_cost_usd']:.4f} total ({e['input_tokens']} in / {e['output_tokens']} out)"
-        case "nudge_requested":
-            return f"from {e['requested_by']}: {_short(e['message'], 80)}"
-        case "nudge_acknowledged":
-            return f"{len(e['nudge_ids'])} nudge(s) given to the agent at turn {e['turn']}"
-        case "cancel_requested":
-            return f"by {e['requested_by']}" + (f": {e['reason']}" if e.get("reason") else "")
-        case "agent_finished":
-            return f"after {e['turns']} turn(s) ({e['stop_reason']})"
-        case "pr_opened" | "pr_updated":
-            return f"#{e['pr_number']} {e['pr_url']}"
-        case "task_completed":
-            where = e.get("pr_url") or (f"branch {e['branch']}" if e.get("branch") else "")
-            return f"{e['result']}" + (f": {where}" if where else "")
-        case "task_failed":
-            return f"{e['code']}: {_short(e['message'], 120)}"
-        case "task_cancelled":
-            return f"by {e['cancelled_by']}" + (f": {e['reason']}" if e.get("reason") else "")
-        case "task_timed_out":
-            return f"{e['limit']}: {e['message']}"
-        case _:
-            keys = [k for k in e if k not in ("task_id", "event_id", "ts", "actor", "type", "attempt")]
-            return _short(", ".join(f"{k}={e[k]}" for k in keys), 120)
+    fmt = _SUMMARIES.get(view["type"])
+    if fmt is not None:
+        return fmt(e)
+    return _short(", ".join(f"{k}={v}" for k, v in e.items() if k not in _ENVELOPE), 120)
 
 
 class Printer:
@@ -105,9 +116,12 @@ class Printer:
             return
         ts = str(view["event"].get("ts", ""))[11:19]
         t = view["type"]
-        style = "red" if t in ("task_failed", "task_timed_out") else "green" if t == "task_completed" else None
+        style = (
+            "red" if t in ("task_failed", "task_timed_out") else "green" if t == "task_completed" else None
+        )
         seq = f"#{view['seq']:<5}"
-        self.line(f"{self._style(ts, 'dim')} {self._style(seq, 'dim')} {self._style(f'{t:<18}', style)} {event_summary(view)}")
+        kind = self._style(f"{t:<18}", style)
+        self.line(f"{self._style(ts, 'dim')} {self._style(seq, 'dim')} {kind} {event_summary(view)}")
 
     def status(self, status: str) -> str:
         return self._style(status, _STATUS_STYLE.get(status))

@@ -89,7 +89,9 @@ class Stack:
             server = NatsServer(store_dir=str(self.dir / "nats"), log_file=str(self.logs / "nats-server.log"))
             server.start()
             assert server.pid is not None
-            procs.append(ProcInfo(name="nats-server", pid=server.pid, log=str(self.logs / "nats-server.log"), args=[]))
+            procs.append(
+                ProcInfo(name="nats-server", pid=server.pid, log=str(self.logs / "nats-server.log"), args=[])
+            )
             nats_url = server.url
         asyncio.run(self._prepare(nats_url))
         env = self._service_env(nats_url)
@@ -182,7 +184,9 @@ class Stack:
                     hint="fix the cause above, then 'bgagent dev up' again",
                 )
             if time.monotonic() > deadline:
-                raise CliError(f"{name} not ready after {timeout:.0f}s; see {info.log}:\n{_log_tail(info.log)}")
+                raise CliError(
+                    f"{name} not ready after {timeout:.0f}s; see {info.log}:\n{_log_tail(info.log)}"
+                )
             time.sleep(0.02)
         return info
 
@@ -268,9 +272,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _signal_and_wait(
-    pid: int, sig: int, proc: subprocess.Popen[bytes] | None, grace: float = 10.0
-) -> None:
+def _signal_and_wait(pid: int, sig: int, proc: subprocess.Popen[bytes] | None, grace: float = 10.0) -> None:
     try:
         os.kill(pid, sig)
     except ProcessLookupError:

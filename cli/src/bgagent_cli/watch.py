@@ -25,7 +25,9 @@ async def watch(config: CliConfig, task_id: str, printer: Printer, *, after: int
     if not is_task_id(task_id):
         raise CliError(f"{task_id!r} is not a task id (26-character ULID)", hint="see 'bgagent list'")
     if not config.nats_url:
-        raise CliError("watch needs NATS", hint="set NATS_URL, or start the local stack with 'bgagent dev up'")
+        raise CliError(
+            "watch needs NATS", hint="set NATS_URL, or start the local stack with 'bgagent dev up'"
+        )
     try:
         nc = await connect(config.nats_url, name="bgagent-cli-watch")
     except StoreError as exc:
@@ -39,14 +41,20 @@ async def watch(config: CliConfig, task_id: str, printer: Printer, *, after: int
             if record.seq > after:
                 printer.event(event_view(record))
         if state is None:
-            raise CliError(f"task {task_id} not found in stream {config.stream}", hint="check the id and NATS_URL")
+            raise CliError(
+                f"task {task_id} not found in stream {config.stream}", hint="check the id and NATS_URL"
+            )
         if state.terminal:
             return exit_code_for(state.status)
-        async for delivered in follow(nc, stream=config.stream, subject_filter=subject_filter, after_seq=log.last_seq):
+        async for delivered in follow(
+            nc, stream=config.stream, subject_filter=subject_filter, after_seq=log.last_seq
+        ):
             try:
                 event = decode_event(delivered.data)
             except MalformedEventError as exc:
-                printer.note(f"warning: skipping malformed message #{delivered.seq} on {delivered.subject}: {exc}")
+                printer.note(
+                    f"warning: skipping malformed message #{delivered.seq} on {delivered.subject}: {exc}"
+                )
                 continue
             state = evolve(state, event)
             if delivered.seq > after:

@@ -21,7 +21,7 @@ async def connect(url: str, *, name: str, connect_timeout: float = 5.0) -> Clien
         logger.warning("nats error: %s", exc)
 
     async def _disconnected_cb() -> None:
-        logger.warning("nats disconnected")
+        logger.info("nats disconnected")
 
     async def _reconnected_cb() -> None:
         logger.info("nats reconnected")

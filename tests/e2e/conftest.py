@@ -1,0 +1,138 @@
+"""The whole system as processes: nats-server, the four services, the scripted model, a fake GitHub.
+
+Tests drive it only through the ``bgagent`` CLI (subprocesses) and HTTP.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from bgagent_cli.stack import Stack, StackSpec
+from bgagent_testing.fake_github import FakeGitHub
+
+GH_TOKEN = "ghp_e2eFakeToken000000000000000000000000"
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail with ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.05)
+
+
+class E2E:
+    """Handles to the running stack plus helpers that act as a user would."""
+
+    def __init__(self, stack: Stack, github: FakeGitHub, home: Path) -> None:
+        self.stack = stack
+        self.github = github
+        self.home = home
+        assert stack.state is not None
+        self.client = stack.state.client
+        self.env = dict(os.environ, BGAGENT_HOME=str(home), NO_COLOR="1")
+        for key in ("NATS_URL", "DATABASE_URL", "BGAGENT_API_URL", "BGAGENT_QUERY_URL", "BGAGENT_TOKEN"):
+            self.env.pop(key, None)
+
+    # --- the CLI -------------------------------------------------------------
+
+    def cli(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+        exe = str(Path(sys.executable).parent / "bgagent")
+        return subprocess.run([exe, *args], env=self.env, capture_output=True, text=True, timeout=timeout)
+
+    def cli_popen(self, *args: str) -> subprocess.Popen[str]:
+        exe = str(Path(sys.executable).parent / "bgagent")
+        return subprocess.Popen(
+            [exe, *args], env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+
+    def cli_json(self, *args: str, timeout: float = 60.0) -> list[dict[str, Any]]:
+        done = self.cli(*args, "--output", "json", timeout=timeout)
+        assert done.returncode == 0, f"bgagent {' '.join(args)} failed ({done.returncode}): {done.stderr}"
+        return [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+
+    # --- HTTP ----------------------------------------------------------------
+
+    def query(self, path: str, **params: Any) -> Any:
+        r = httpx.get(
+            self.client["query_url"] + path,
+            params=params,
+            headers={"Authorization": f"Bearer {self.client['token']}"},
+            timeout=10,
+        )
+        r.raise_for_status()
+        return r.json()
+
+    def task(self, task_id: str) -> dict[str, Any]:
+        data: dict[str, Any] = self.query(f"/v1/tasks/{task_id}")["data"]
+        return data
+
+    def script(self, turns: list[dict[str, Any]]) -> str:
+        """Register a model script; returns the token to put in the task description to select it."""
+        token = f"[script-{secrets.token_hex(4)}]"
+        r = httpx.post(
+            self.client["model_url"] + "/_scripts", json={"match": token, "turns": turns}, timeout=10
+        )
+        r.raise_for_status()
+        return token
+
+    def model_requests(self, token: str) -> list[dict[str, Any]]:
+        r = httpx.get(self.client["model_url"] + "/_requests", timeout=10)
+        r.raise_for_status()
+        return [req for req in r.json() if token in json.dumps(req)]
+
+    def wait_event(self, task_id: str, event_type: str, timeout: float = 20.0) -> dict[str, Any]:
+        def find() -> dict[str, Any] | None:
+            events = self.query(f"/v1/tasks/{task_id}/events", limit=1000)["data"]
+            return next((e for e in events if e["type"] == event_type), None)
+
+        result: dict[str, Any] = wait_until(find, timeout, f"{event_type} on {task_id}")
+        return result
+
+    def wait_status(self, task_id: str, status: str, timeout: float = 30.0) -> dict[str, Any]:
+        result: dict[str, Any] = wait_until(
+            lambda: (t := self.task(task_id))["status"] == status and t, timeout, f"{task_id} to be {status}"
+        )
+        return result
+
+
+@pytest.fixture(scope="session")
+def e2e(tmp_path_factory: pytest.TempPathFactory, nats_url: str, database_url: str) -> Iterator[E2E]:
+    root = tmp_path_factory.mktemp("e2e")
+    github = FakeGitHub(root / "github", token=GH_TOKEN)
+    github.start()
+    tag = secrets.token_hex(3)
+    spec = StackSpec(
+        home=str(root / "home"),
+        database_url=database_url,
+        nats_url=nats_url,
+        stream=f"E2E{tag.upper()}",
+        prefix=f"e2e{tag}",
+        scripted_model=True,
+        github_api_url=github.api_url,
+        github_git_url=github.git_url,
+        github_token=GH_TOKEN,
+        extra_env={"BGAGENT_RUNNER_SLOTS": "4", "BGAGENT_LOG_LEVEL": "DEBUG"},
+    )
+    stack = Stack(spec)
+    stack.start()
+    try:
+        yield E2E(stack, github, root / "home")
+    finally:
+        stack.stop()
+        github.stop()
