@@ -1,0 +1,195 @@
+"""The incremental projector: stream → Postgres read models, exactly once, in batches.
+
+Loop: read the checkpoint, follow the stream's all-tasks filter from it, gather a batch
+(up to ``batch_max`` messages, or until ``quiet_s`` passes without a new one), then in ONE
+transaction: lock the checkpoint row, check it is still the value we started from (if not,
+a rebuild ran: drop the batch and start over from the stored checkpoint), write events,
+task rows, poison rows and the new checkpoint, and NOTIFY readers on commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import OrderedDict
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+from nats.aio.client import Client
+
+from bgagent_contracts import TaskState
+from bgagent_contracts.subjects import all_tasks_filter
+from bgagent_eventstore import Delivered, follow
+
+from . import store
+from .projection import decode_batch, fold_tasks
+
+logger = logging.getLogger(__name__)
+
+_RETRYABLE = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+
+
+class _FeedFailed:
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+class _Restart(Exception):
+    """The stored checkpoint moved under us (a rebuild): start over from it."""
+
+
+class Projector:
+    def __init__(
+        self,
+        pool: Any,
+        nc: Client,
+        *,
+        stream: str,
+        prefix: str,
+        name: str = "tasks",
+        batch_max: int = 1000,
+        quiet_s: float = 0.01,
+        max_gather_s: float = 0.1,
+        cache_size: int = 10_000,
+    ) -> None:
+        self._pool = pool
+        self._nc = nc
+        self._stream = stream
+        self._prefix = prefix
+        self._name = name
+        self._batch_max = batch_max
+        self._quiet_s = quiet_s
+        self._max_gather_s = max_gather_s
+        self._cache_size = cache_size
+        self._cache: OrderedDict[str, TaskState] = OrderedDict()
+        self._checkpoint = 0
+        self._started = asyncio.Event()
+        self.batches = 0
+        """Committed batches (for tests and metrics)."""
+
+    @property
+    def checkpoint(self) -> int:
+        """The last sequence this projector committed (or found stored)."""
+        return self._checkpoint
+
+    async def started(self) -> None:
+        """Wait until the projector has read its checkpoint and subscribed."""
+        await self._started.wait()
+
+    async def run(self) -> None:
+        """Project forever; database hiccups restart from the stored checkpoint with a backoff."""
+        failures = 0
+        while True:
+            try:
+                await self._run_from_checkpoint()
+                failures = 0
+            except _RETRYABLE as exc:
+                failures += 1
+                delay = min(0.1 * 2**failures, 5.0)
+                logger.warning("projector %s failed (%s); restarting in %.1fs", self._name, exc, delay)
+                await asyncio.sleep(delay)
+
+    async def _run_from_checkpoint(self) -> None:
+        async with self._pool.acquire() as conn:
+            checkpoint = await store.ensure_checkpoint(conn, self._name)
+        self._cache.clear()
+        self._checkpoint = checkpoint
+        logger.info("projector %s following %s from seq %d", self._name, self._stream, checkpoint)
+        queue: asyncio.Queue[Delivered | _FeedFailed] = asyncio.Queue(maxsize=self._batch_max * 4)
+        feeder = asyncio.create_task(self._feed(queue, checkpoint), name=f"projector-feed-{self._name}")
+        self._started.set()
+        try:
+            while True:
+                batch = await self._gather(queue)
+                checkpoint = await self._commit(batch, checkpoint)
+        except _Restart:
+            logger.info("projector %s: checkpoint moved (rebuild?); restarting from it", self._name)
+        finally:
+            feeder.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await feeder
+
+    async def _feed(self, queue: asyncio.Queue[Delivered | _FeedFailed], after: int) -> None:
+        try:
+            async for msg in follow(
+                self._nc, stream=self._stream, subject_filter=all_tasks_filter(self._prefix), after_seq=after
+            ):
+                await queue.put(msg)
+        except Exception as exc:  # noqa: BLE001 - handed to the consumer loop, which raises it
+            await queue.put(_FeedFailed(exc))
+
+    async def _gather(self, queue: asyncio.Queue[Delivered | _FeedFailed]) -> list[Delivered]:
+        first = await queue.get()
+        if isinstance(first, _FeedFailed):
+            raise first.exc
+        batch = [first]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._max_gather_s
+        while len(batch) < self._batch_max:
+            try:
+                item = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                wait = min(self._quiet_s, deadline - loop.time())
+                if wait <= 0:
+                    break
+                try:
+                    item = await asyncio.wait_for(queue.get(), wait)
+                except TimeoutError:
+                    break
+            if isinstance(item, _FeedFailed):
+                queue.put_nowait(item)  # room: we just took one; raised on the next gather
+                break
+            batch.append(item)
+        return batch
+
+    async def _commit(self, batch: Sequence[Delivered], expected: int) -> int:
+        try:
+            return await self._apply(batch, expected)
+        except asyncpg.DataError as exc:
+            if len(batch) == 1:
+                return await self._apply(batch, expected, poison_reason=f"rejected by Postgres: {exc}")
+            logger.warning("batch ending at seq %d rejected (%s); applying one by one", batch[-1].seq, exc)
+            for msg in batch:
+                expected = await self._commit([msg], expected)
+            return expected
+
+    async def _apply(
+        self, batch: Sequence[Delivered], expected: int, poison_reason: str | None = None
+    ) -> int:
+        now = datetime.now(UTC)
+        fresh = [m for m in batch if m.seq > expected]
+        if poison_reason is not None:
+            decoded = decode_batch([], self._prefix, now)
+            decoded.poison.extend((m.seq, m.subject, poison_reason[:2000], m.data, now) for m in fresh)
+        else:
+            decoded = decode_batch(fresh, self._prefix, now)
+        async with self._pool.acquire() as conn, conn.transaction():
+            current = await store.lock_checkpoint(conn, self._name)
+            if current != expected:
+                raise _Restart
+            missing = [t for t in decoded.by_task if t not in self._cache]
+            base = {t: self._cache[t] for t in decoded.by_task if t in self._cache}
+            base.update(await store.load_states(conn, missing))
+            changed = fold_tasks(decoded.by_task, base)
+            await store.copy_events(conn, decoded.events)
+            await store.upsert_tasks(conn, changed.values())
+            await store.insert_poison(conn, decoded.poison)
+            last = batch[-1].seq
+            await store.set_checkpoint(conn, self._name, last)
+        for seq, subject, reason, _raw, _at in decoded.poison:
+            logger.warning("poison message seq=%d subject=%s recorded and skipped: %s", seq, subject, reason)
+        self._remember(changed)
+        self._checkpoint = last
+        self.batches += 1
+        logger.debug("projected %d message(s) up to seq %d", len(fresh), last)
+        return last
+
+    def _remember(self, states: dict[str, TaskState]) -> None:
+        for task_id, state in states.items():
+            self._cache[task_id] = state
+            self._cache.move_to_end(task_id)
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)

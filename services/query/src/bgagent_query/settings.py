@@ -1,0 +1,57 @@
+"""Settings of the query service, built once in ``main()`` from the environment."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import msgspec
+
+from bgagent_eventstore import NatsSettings
+
+DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/bgagent"
+
+
+def _bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"not a boolean: {value!r}")
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    nats: NatsSettings
+    database_url: str = DEFAULT_DATABASE_URL
+    api_tokens: str = ""
+    """``tok=user,tok2=bob:admin`` (parsed into a TokenTable in ``main()``)."""
+    http_host: str = "127.0.0.1"
+    http_port: int = 8081
+    projector_name: str = "tasks"
+    projector_enabled: bool = True
+    batch_max: int = 1000
+    batch_quiet_s: float = 0.01
+    min_seq_wait_s: float = 5.0
+    pool_max: int = 10
+    ready_file: str | None = None
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        e = os.environ if env is None else env
+        return cls(
+            nats=NatsSettings.from_env(e),
+            database_url=e.get("DATABASE_URL", DEFAULT_DATABASE_URL),
+            api_tokens=e.get("BGAGENT_API_TOKENS", ""),
+            http_host=e.get("BGAGENT_HTTP_HOST", "127.0.0.1"),
+            http_port=int(e.get("BGAGENT_QUERY_PORT", "8081")),
+            projector_name=e.get("BGAGENT_PROJECTOR_NAME", "tasks"),
+            projector_enabled=_bool(e.get("BGAGENT_QUERY_PROJECTOR", "true")),
+            batch_max=int(e.get("BGAGENT_PROJECTOR_BATCH_MAX", "1000")),
+            batch_quiet_s=float(e.get("BGAGENT_PROJECTOR_BATCH_QUIET_S", "0.01")),
+            min_seq_wait_s=float(e.get("BGAGENT_QUERY_MIN_SEQ_WAIT_S", "5.0")),
+            pool_max=int(e.get("BGAGENT_QUERY_PG_POOL_MAX", "10")),
+            ready_file=e.get("BGAGENT_READY_FILE") or None,
+            log_level=e.get("BGAGENT_LOG_LEVEL", "INFO").upper(),
+        )
