@@ -97,7 +97,8 @@ async def _snapshot(database_url: str) -> dict[str, list[tuple[Any, ...]]]:
             "tasks": [
                 tuple(r)
                 for r in await conn.fetch(
-                    "SELECT task_id, user_id, status, repo, created_at, updated_at, last_seq, state::text FROM tasks"
+                    "SELECT task_id, user_id, status, repo, created_at, updated_at, last_seq, state::text"
+                    " FROM tasks"
                     " ORDER BY task_id"
                 )
             ],
