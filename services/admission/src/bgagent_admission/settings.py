@@ -1,0 +1,85 @@
+"""Admission settings, built once in ``main()`` from the environment."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import msgspec
+
+from bgagent_contracts.auth import TokenTable
+from bgagent_eventstore import NatsSettings
+
+from .api import DEFAULT_MAX_BODY_BYTES
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off", ""})
+
+
+class SettingsError(ValueError):
+    """The environment does not describe a usable admission service; the message names the variable."""
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise SettingsError(f"{name}: expected true or false, got {raw!r}")
+
+
+def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = env.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}: expected an integer, got {raw!r}") from None
+    if not low <= value <= high:
+        raise SettingsError(f"{name}: must be between {low} and {high}, got {value}")
+    return value
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    nats: NatsSettings
+    tokens: TokenTable
+    host: str = "127.0.0.1"
+    port: int = 8080
+    allow_local_repos: bool = False
+    auto_provision: bool = False
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    log_level: str = "INFO"
+    ready_file: str | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        e = os.environ if env is None else env
+        spec = e.get("BGAGENT_API_TOKENS", "")
+        try:
+            tokens = TokenTable.parse(spec)
+        except ValueError as exc:
+            raise SettingsError(f"BGAGENT_API_TOKENS: {exc}") from None
+        if not spec.strip():
+            raise SettingsError(
+                "BGAGENT_API_TOKENS: no tokens configured; set e.g. 'secret=alice,other=bob:admin'"
+            )
+        try:
+            nats = NatsSettings.from_env(e)
+        except ValueError as exc:
+            raise SettingsError(str(exc)) from None
+        return cls(
+            nats=nats,
+            tokens=tokens,
+            host=e.get("BGAGENT_HTTP_HOST", "127.0.0.1") or "127.0.0.1",
+            port=_int(e, "BGAGENT_ADMISSION_PORT", 8080, 0, 65535),
+            allow_local_repos=_flag(e, "BGAGENT_ALLOW_LOCAL_REPOS", False),
+            auto_provision=_flag(e, "BGAGENT_AUTO_PROVISION", False),
+            max_body_bytes=_int(e, "BGAGENT_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, 1024, 16 * 1024 * 1024),
+            log_level=(e.get("BGAGENT_LOG_LEVEL") or "INFO").upper(),
+            ready_file=e.get("BGAGENT_READY_FILE") or None,
+        )

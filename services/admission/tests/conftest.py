@@ -1,0 +1,63 @@
+"""Fixtures: the real admission app over the real JetStream stream and KV bucket of this test."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from nats.aio.client import Client
+
+from bgagent_admission.api import create_app
+from bgagent_admission.handlers import Admission
+from bgagent_admission.idempotency import KvIdempotencyStore
+from bgagent_contracts.auth import TokenTable
+from bgagent_contracts.subjects import idempotency_bucket
+from bgagent_eventstore import JetStreamEventStore, NatsSettings
+
+TOKENS = "alice-token=alice,bob-token=bob,root-token=root:admin"
+ALICE = {"Authorization": "Bearer alice-token"}
+BOB = {"Authorization": "Bearer bob-token"}
+ROOT = {"Authorization": "Bearer root-token"}
+
+
+@pytest.fixture
+async def admission(nc: Client, provisioned: NatsSettings, event_store: JetStreamEventStore) -> Admission:
+    kv = await nc.jetstream().key_value(idempotency_bucket(provisioned.prefix))
+    return Admission(event_store, KvIdempotencyStore(kv), prefix=provisioned.prefix)
+
+
+async def _client(admission: Admission, nc: Client, *, allow_local_repos: bool) -> httpx.AsyncClient:
+    async def ready() -> bool:
+        return bool(nc.is_connected)
+
+    app = create_app(
+        admission, tokens=TokenTable.parse(TOKENS), ready=ready, allow_local_repos=allow_local_repos
+    )
+    # ASGITransport runs the app on this event loop, so requests can really run concurrently
+    # and share the test's NATS connection (Litestar's test client runs apps on a portal thread).
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://admission")
+
+
+@pytest.fixture
+async def client(admission: Admission, nc: Client) -> AsyncIterator[httpx.AsyncClient]:
+    async with await _client(admission, nc, allow_local_repos=False) as c:
+        yield c
+
+
+@pytest.fixture
+async def local_client(admission: Admission, nc: Client) -> AsyncIterator[httpx.AsyncClient]:
+    async with await _client(admission, nc, allow_local_repos=True) as c:
+        yield c
+
+
+@pytest.fixture
+async def stream_count(nc: Client, provisioned: NatsSettings):  # type: ignore[no-untyped-def]
+    """``await stream_count()``: how many messages the test's stream holds."""
+    js = nc.jetstream()
+
+    async def count() -> int:
+        info = await js.stream_info(provisioned.stream)
+        return int(info.state.messages)
+
+    return count
