@@ -20,11 +20,13 @@ class NatsSettings(msgspec.Struct, frozen=True, kw_only=True):
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> NatsSettings:
         e = os.environ if env is None else env
+        # Defaults come from an instance: on a msgspec Struct, ``cls.url`` is a member descriptor.
+        d = cls()
         settings = cls(
-            url=e.get("NATS_URL", cls.url),
-            stream=e.get("BGAGENT_STREAM", cls.stream),
-            prefix=check_prefix(e.get("BGAGENT_PREFIX", cls.prefix)),
-            replicas=int(e.get("BGAGENT_STREAM_REPLICAS", str(cls.replicas))),
-            max_age_days=float(e.get("BGAGENT_STREAM_MAX_AGE_DAYS", str(cls.max_age_days))),
+            url=e.get("NATS_URL", d.url),
+            stream=e.get("BGAGENT_STREAM", d.stream),
+            prefix=check_prefix(e.get("BGAGENT_PREFIX", d.prefix)),
+            replicas=int(e.get("BGAGENT_STREAM_REPLICAS", str(d.replicas))),
+            max_age_days=float(e.get("BGAGENT_STREAM_MAX_AGE_DAYS", str(d.max_age_days))),
         )
         return settings
