@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,9 +12,12 @@ import pytest
 from nats.aio.client import Client
 from ulid import ULID
 
+from bgagent_admission.handlers import Admission
+from bgagent_admission.idempotency import MemoryIdempotencyStore
 from bgagent_contracts import (
     Actor,
     CancelRequested,
+    Event,
     NudgeRequested,
     TaskCancelled,
     TaskFailed,
@@ -23,8 +26,9 @@ from bgagent_contracts import (
     TaskType,
     decode_event,
 )
-from bgagent_contracts.subjects import task_filter, task_subject
-from bgagent_eventstore import JetStreamEventStore, NatsSettings
+from bgagent_contracts.auth import Principal
+from bgagent_contracts.subjects import task_subject
+from bgagent_eventstore import JetStreamEventStore, NatsSettings, TaskLog
 
 pytestmark = pytest.mark.integration
 
@@ -457,62 +461,39 @@ async def test_invalid_nudge_is_400(
     assert await stream_count() == 1
 
 
-# --- the store changes between read and append --------------------------------------
+# --- a real race: the runner appends between admission's read and its append -------
 
 
 class RunnerRacesFirst:
-    """The event store, with a runner event landing between admission's read and its append."""
+    """The JetStream store, with a runner's task_started landing just before admission's first append."""
 
-    def __init__(self, inner: JetStreamEventStore, make_event: Callable[[str], Any]) -> None:
+    def __init__(self, inner: JetStreamEventStore) -> None:
         self._inner = inner
-        self._make_event = make_event
         self.raced = 0
 
-    async def read(self, task_id: str, *, after_seq: int = 0) -> Any:
+    async def read(self, task_id: str, *, after_seq: int = 0) -> TaskLog:
         return await self._inner.read(task_id, after_seq=after_seq)
 
-    async def append(self, task_id: str, events: Any, *, expected_seq: int) -> list[int]:
-        if self.raced == 0 and expected_seq > 0:
+    async def append(self, task_id: str, events: Sequence[Event], *, expected_seq: int) -> list[int]:
+        if self.raced == 0:
             self.raced += 1
-            await self._inner.append(task_id, [self._make_event(task_id)], expected_seq=expected_seq)
+            await _start(self._inner, task_id)
         return await self._inner.append(task_id, events, expected_seq=expected_seq)
 
 
 async def test_cancel_redecides_after_a_runner_started_the_task(
     client: httpx.AsyncClient, event_store: JetStreamEventStore, provisioned: NatsSettings
 ) -> None:
-    from bgagent_admission.handlers import Admission
-    from bgagent_admission.idempotency import MemoryIdempotencyStore
-
     task_id = (await _submit(client))["data"]["task_id"]
-
-    def started(tid: str) -> TaskStarted:
-        return TaskStarted(
-            task_id=tid,
-            event_id=str(ULID()),
-            ts=datetime.now(UTC),
-            actor=Actor.RUNNER,
-            attempt=1,
-            runner_id="r",
-        )
-
-    racing = RunnerRacesFirst(event_store, started)
+    racing = RunnerRacesFirst(event_store)
     admission = Admission(racing, MemoryIdempotencyStore(), prefix=provisioned.prefix)
-    from bgagent_contracts.auth import Principal
-
     result = await admission.cancel(Principal(user_id="alice"), task_id, None)
     assert racing.raced == 1
-    # Read SUBMITTED (→ would cancel at once), lost the race to task_started, re-read and requested instead.
+    # It read SUBMITTED (→ cancel at once), lost to task_started, re-read, and requested a cancel instead.
     assert isinstance(result.event, CancelRequested)
-    types = [type(r.event).__name__ for r in (await event_store.read(task_id)).records]
-    assert types == ["TaskSubmitted", "TaskStarted", "CancelRequested"]
-    assert await _subjects_count(event_store, provisioned, task_id) == 3
-
-
-async def _subjects_count(store: JetStreamEventStore, settings: NatsSettings, task_id: str) -> int:
-    log = await store.read(task_id)
-    assert all(r.subject.startswith(task_filter(task_id, settings.prefix)[:-1]) for r in log.records)
-    return len(log.records)
+    log = await event_store.read(task_id)
+    assert [type(r.event) for r in log.records] == [TaskSubmitted, TaskStarted, CancelRequested]
+    assert result.seq == log.last_seq
 
 
 # --- health -------------------------------------------------------------------------
