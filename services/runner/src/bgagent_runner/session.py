@@ -1,0 +1,147 @@
+"""One claimed task attempt: its folded state, its last sequence, and appends that survive races.
+
+Admission appends nudges and cancel requests while the runner works, so every
+append is optimistic: on a conflict the session reads what it missed, folds
+it, and appends again. Runner events are facts about this attempt, so they
+stay true after the re-read; only the caller decides what to do with the news.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TypedDict
+
+import msgspec
+from ulid import ULID
+
+from bgagent_contracts import Actor, Event, Recorded, TaskStarted, TaskState
+from bgagent_contracts.fold import fold_recorded
+from bgagent_eventstore import ConcurrencyError, EventStore, TaskLog
+
+logger = logging.getLogger(__name__)
+
+MAX_APPEND_RETRIES = 20
+
+
+def new_id() -> str:
+    return str(ULID())
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Common(TypedDict):
+    task_id: str
+    event_id: str
+    ts: datetime
+    actor: str
+    attempt: int
+
+
+class ClaimLost(Exception):
+    """Another runner started this attempt first (or the task ended meanwhile)."""
+
+    def __init__(self, state: TaskState | None) -> None:
+        self.state = state
+        super().__init__("task claimed by another runner" if state and not state.terminal else "task ended")
+
+
+class TaskSession:
+    """The runner's view of one task attempt."""
+
+    def __init__(
+        self, store: EventStore, state: TaskState, *, clock: Callable[[], datetime] = utcnow
+    ) -> None:
+        self.store = store
+        self.state = state
+        self.clock = clock
+
+    @property
+    def task_id(self) -> str:
+        return self.state.task_id
+
+    @property
+    def attempt(self) -> int:
+        return self.state.attempt
+
+    @property
+    def last_seq(self) -> int:
+        return self.state.last_seq
+
+    def common(self) -> Common:
+        """The fields every runner event of this attempt carries."""
+        return {
+            "task_id": self.task_id,
+            "event_id": new_id(),
+            "ts": self.clock(),
+            "actor": Actor.RUNNER,
+            "attempt": self.attempt,
+        }
+
+    async def refresh(self) -> TaskState:
+        """Fold whatever was appended after our last sequence."""
+        log = await self.store.read(self.task_id, after_seq=self.last_seq)
+        self._absorb(log)
+        return self.state
+
+    def _absorb(self, log: TaskLog) -> None:
+        state = fold_recorded(log.records, self.state)
+        assert state is not None
+        if log.last_seq > state.last_seq:  # skipped malformed messages still move the cursor
+            state = _with_seq(state, log.last_seq)
+        self.state = state
+
+    async def emit(self, *events: Event) -> None:
+        """Append in order; on a conflict re-read, fold and retry the events not yet stored."""
+        pending = list(events)
+        for _ in range(MAX_APPEND_RETRIES):
+            try:
+                seqs = await self.store.append(self.task_id, pending, expected_seq=self.last_seq)
+            except ConcurrencyError as exc:
+                logger.debug("append conflict on %s: %s", self.task_id, exc)
+                pending = pending[exc.appended :]
+                await self.refresh()
+                continue
+            # OCC guarantees nothing landed between our expected sequence and our events.
+            records = [Recorded(seq=q, subject="", event=e) for q, e in zip(seqs, pending, strict=True)]
+            state = fold_recorded(records, self.state)
+            assert state is not None
+            self.state = state
+            return
+        raise ConcurrencyError(self.task_id, self.last_seq, None)
+
+
+def _with_seq(state: TaskState, seq: int) -> TaskState:
+    return msgspec.structs.replace(state, last_seq=seq)
+
+
+async def claim(store: EventStore, log: TaskLog, runner_id: str, *, now: datetime) -> TaskSession:
+    """Start attempt n+1 with an expected-sequence append; ClaimLost when someone else was first."""
+    state = log.state()
+    for _ in range(MAX_APPEND_RETRIES):
+        if state is None or state.terminal:
+            raise ClaimLost(state)
+        started = TaskStarted(
+            task_id=state.task_id,
+            event_id=new_id(),
+            ts=now,
+            actor=Actor.RUNNER,
+            attempt=state.attempt + 1,
+            runner_id=runner_id,
+        )
+        try:
+            await store.append(state.task_id, [started], expected_seq=log.last_seq)
+        except ConcurrencyError:
+            seen_attempt = state.attempt
+            log = await store.read(state.task_id)
+            state = log.state()
+            if state is not None and state.attempt > seen_attempt:
+                raise ClaimLost(state) from None
+            continue  # a nudge or cancel request moved the log: try again on the new sequence
+        session = TaskSession(store, state)
+        await session.refresh()
+        return session
+    raise ClaimLost(state)

@@ -1,0 +1,79 @@
+"""Runner settings, built once in ``main()`` from the environment."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+
+import msgspec
+from ulid import ULID
+
+from bgagent_eventstore import NatsSettings
+
+DEFAULT_MODEL = "claude-sonnet-4-6"
+
+
+def _bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"not a boolean: {value!r} (use true or false)")
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    nats: NatsSettings
+    runner_id: str
+    slots: int = 2
+    work_dir: str = "/tmp/bgagent-work"
+    allow_local_repos: bool = False
+    github_token: str | None = None
+    github_api_url: str = "https://api.github.com"
+    github_git_url: str = "https://github.com"
+    anthropic_api_key: str | None = None
+    anthropic_base_url: str | None = None
+    model: str = DEFAULT_MODEL
+    max_tokens: int = 8192
+    tool_timeout_s: float = 120.0
+    tool_output_cap: int = 30_000
+    task_timeout_s: float | None = 3600.0
+    in_progress_interval_s: float = 10.0
+    fetch_timeout_s: float = 1.0
+    nak_delay_s: float = 30.0
+    shutdown_grace_s: float = 30.0
+    keep_workspaces: bool = False
+    ready_file: str | None = None
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Exact secret values to redact from every preview and log."""
+        return tuple(s for s in (self.github_token, self.anthropic_api_key) if s)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        e = os.environ if env is None else env
+        timeout = e.get("BGAGENT_TASK_TIMEOUT_S", "3600")
+        return cls(
+            nats=NatsSettings.from_env(e),
+            runner_id=e.get("BGAGENT_RUNNER_ID") or f"{socket.gethostname()}-{str(ULID())[-8:].lower()}",
+            slots=int(e.get("BGAGENT_RUNNER_SLOTS", "2")),
+            work_dir=e.get("BGAGENT_WORK_DIR", "/tmp/bgagent-work"),
+            allow_local_repos=_bool(e.get("BGAGENT_ALLOW_LOCAL_REPOS", "false")),
+            github_token=e.get("GITHUB_TOKEN") or None,
+            github_api_url=e.get("BGAGENT_GITHUB_API_URL", "https://api.github.com").rstrip("/"),
+            github_git_url=e.get("BGAGENT_GITHUB_GIT_URL", "https://github.com").rstrip("/"),
+            anthropic_api_key=e.get("ANTHROPIC_API_KEY") or None,
+            anthropic_base_url=e.get("ANTHROPIC_BASE_URL") or None,
+            model=e.get("BGAGENT_MODEL", DEFAULT_MODEL),
+            max_tokens=int(e.get("BGAGENT_MAX_TOKENS", "8192")),
+            tool_timeout_s=float(e.get("BGAGENT_TOOL_TIMEOUT_S", "120")),
+            tool_output_cap=int(e.get("BGAGENT_TOOL_OUTPUT_CAP", "30000")),
+            task_timeout_s=float(timeout) if timeout and float(timeout) > 0 else None,
+            in_progress_interval_s=float(e.get("BGAGENT_IN_PROGRESS_INTERVAL_S", "10")),
+            nak_delay_s=float(e.get("BGAGENT_NAK_DELAY_S", "30")),
+            shutdown_grace_s=float(e.get("BGAGENT_SHUTDOWN_GRACE_S", "30")),
+            keep_workspaces=_bool(e.get("BGAGENT_KEEP_WORKSPACES", "false")),
+            ready_file=e.get("BGAGENT_READY_FILE") or None,
+        )

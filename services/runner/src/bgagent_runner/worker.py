@@ -1,0 +1,217 @@
+"""The runner process: pull task_submitted from the shared durable, claim, run, ack.
+
+Every replica binds to the same durable pull consumer, so JetStream hands each
+submission to one of them; the expected-sequence ``task_started`` append is
+what guarantees that two runners never both run one attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+
+import anthropic
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from bgagent_contracts import TaskFailed
+from bgagent_contracts.preview import redact
+from bgagent_contracts.subjects import parse_subject, runner_consumer
+from bgagent_eventstore import JetStreamEventStore, StoreUnavailableError, connect
+
+from .forge import Forge, GitHubForge
+from .job import Job
+from .session import ClaimLost, claim, utcnow
+from .settings import Settings
+
+logger = logging.getLogger(__name__)
+
+_NATS_ERRORS = (nats.errors.Error, nats.js.errors.Error)
+
+
+class Runner:
+    """N task slots over one NATS connection. ``await run()`` until ``stop()``."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        nc: Client | None = None,
+        forge: Forge | None = None,
+        client: anthropic.AsyncAnthropic | None = None,
+    ) -> None:
+        self.settings = settings
+        self._nc = nc
+        self._own_nc = nc is None
+        self._forge = forge
+        self._client = client
+        self._stopping = asyncio.Event()
+        self.ready = asyncio.Event()
+        self._slots = asyncio.Semaphore(settings.slots)
+        self._jobs: dict[asyncio.Task[None], str] = {}
+        self.active: set[str] = set()
+
+    @property
+    def runner_id(self) -> str:
+        return self.settings.runner_id
+
+    def stop(self) -> None:
+        """Stop fetching; in-flight tasks get ``shutdown_grace_s`` to finish, then are handed back."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        s = self.settings
+        nc = self._nc or await connect(s.nats.url, name=f"bgagent-runner {s.runner_id}")
+        self._nc = nc
+        forge = self._forge or GitHubForge(s.github_api_url, s.github_token)
+        client = self._client
+        if client is None and s.anthropic_api_key:
+            client = anthropic.AsyncAnthropic(api_key=s.anthropic_api_key, base_url=s.anthropic_base_url)
+        store = JetStreamEventStore(nc, stream=s.nats.stream, prefix=s.nats.prefix)
+        js = nc.jetstream()
+        psub = await js.pull_subscribe_bind(durable=runner_consumer(s.nats.prefix), stream=s.nats.stream)
+        logger.info("runner %s ready: %d slot(s) on %s", s.runner_id, s.slots, s.nats.stream)
+        self.ready.set()
+        if s.ready_file:
+            await asyncio.to_thread(Path(s.ready_file).write_text, s.runner_id)
+        try:
+            while not self._stopping.is_set():
+                await self._slots.acquire()
+                handed_off = False
+                try:
+                    if self._stopping.is_set():
+                        break
+                    try:
+                        msgs = await psub.fetch(1, timeout=s.fetch_timeout_s)
+                    except (TimeoutError, nats.errors.TimeoutError):
+                        continue
+                    except _NATS_ERRORS as exc:
+                        logger.warning("fetch failed: %s", exc)
+                        await asyncio.sleep(min(1.0, s.fetch_timeout_s))
+                        continue
+                    for msg in msgs:
+                        job = asyncio.create_task(self._handle(msg, store, nc, forge, client))
+                        self._jobs[job] = msg.subject
+                        job.add_done_callback(self._job_done)
+                        handed_off = True
+                finally:
+                    if not handed_off:
+                        self._slots.release()
+        finally:
+            await self._drain_jobs()
+            with contextlib.suppress(*_NATS_ERRORS):
+                await psub.unsubscribe()
+            if self._forge is None:
+                await forge.aclose()
+            if self._client is None and client is not None:
+                await client.close()
+            if self._own_nc:
+                with contextlib.suppress(*_NATS_ERRORS):
+                    await nc.drain()
+            logger.info("runner %s stopped", s.runner_id)
+
+    def _job_done(self, job: asyncio.Task[None]) -> None:
+        self._jobs.pop(job, None)
+        self._slots.release()
+        if not job.cancelled() and job.exception() is not None:
+            logger.error("job crashed", exc_info=job.exception())
+
+    async def _drain_jobs(self) -> None:
+        jobs = list(self._jobs)
+        if not jobs:
+            return
+        _, pending = await asyncio.wait(jobs, timeout=self.settings.shutdown_grace_s)
+        for job in pending:
+            job.cancel()
+        if pending:
+            logger.warning("handing %d unfinished task(s) back to the queue", len(pending))
+            await asyncio.wait(pending, timeout=10)
+
+    async def _keep_alive(self, msg: Msg) -> None:
+        while True:
+            await asyncio.sleep(self.settings.in_progress_interval_s)
+            try:
+                await msg.in_progress()
+            except _NATS_ERRORS as exc:
+                logger.warning("in-progress ack failed: %s", exc)
+
+    async def _handle(
+        self,
+        msg: Msg,
+        store: JetStreamEventStore,
+        nc: Client,
+        forge: Forge,
+        client: anthropic.AsyncAnthropic | None,
+    ) -> None:
+        heartbeat = asyncio.create_task(self._keep_alive(msg))
+        try:
+            verdict = await self._process(msg, store, nc, forge, client)
+        except asyncio.CancelledError:
+            with contextlib.suppress(*_NATS_ERRORS):
+                await msg.nak()
+            raise
+        except StoreUnavailableError as exc:
+            logger.warning("NATS unavailable while handling %s: %s", msg.subject, exc)
+            verdict = "retry"
+        finally:
+            heartbeat.cancel()
+        try:
+            if verdict == "ack":
+                await msg.ack()
+            elif verdict == "term":
+                await msg.term()
+            elif verdict == "busy":
+                await msg.nak(delay=self.settings.nak_delay_s)
+            elif verdict == "retry":
+                await msg.nak(delay=5.0)
+        except _NATS_ERRORS as exc:
+            logger.warning("could not %s %s: %s", verdict, msg.subject, exc)
+
+    async def _process(
+        self,
+        msg: Msg,
+        store: JetStreamEventStore,
+        nc: Client,
+        forge: Forge,
+        client: anthropic.AsyncAnthropic | None,
+    ) -> str:
+        try:
+            task_id, _ = parse_subject(msg.subject, self.settings.nats.prefix)
+        except ValueError:
+            logger.error("not a task subject: %s", msg.subject)
+            return "term"
+        if task_id in self.active:
+            return "none"  # a redelivery of a task this process is running: its handler acks
+        log = await store.read(task_id)
+        state = log.state()
+        if state is None:
+            logger.error("task %s has no readable task_submitted; dropping the message", task_id)
+            return "term"
+        if state.terminal:
+            return "ack"
+        try:
+            session = await claim(store, log, self.runner_id, now=utcnow())
+        except ClaimLost as lost:
+            if lost.state is None or lost.state.terminal:
+                return "ack"
+            logger.info("task %s is owned by %s; backing off", task_id, lost.state.runner_id)
+            return "busy"
+        logger.info("claimed task %s (attempt %d)", task_id, session.attempt)
+        self.active.add(task_id)
+        try:
+            try:
+                await Job(session, self.settings, nc=nc, client=client, forge=forge).run()
+            except (StoreUnavailableError, asyncio.CancelledError):
+                raise
+            except Exception as exc:
+                logger.exception("task %s: unexpected error", task_id)
+                message = redact(f"{type(exc).__name__}: {exc}", self.settings.secrets)[:1000]
+                await session.emit(TaskFailed(**session.common(), code="RUNNER_ERROR", message=message))
+        finally:
+            self.active.discard(task_id)
+        logger.info("task %s done: %s", task_id, session.state.status.value)
+        return "ack"

@@ -1,0 +1,224 @@
+"""The task workspace: clone, branch, commit, push.
+
+The GitHub token never touches disk, argv or logs: git gets it as an
+``http.<git-url>/.extraHeader`` through ``GIT_CONFIG_COUNT`` environment
+variables, scoped to the GitHub git URL so no other host ever sees it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+import msgspec
+
+from bgagent_contracts.preview import redact
+
+from .errors import GitError, RepoNotAllowedError
+from .settings import Settings
+
+logger = logging.getLogger(__name__)
+
+GIT_TIMEOUT_S = 300.0
+IDENTITY = ("bgagent", "bgagent@localhost")
+
+
+class RepoRef(msgspec.Struct, frozen=True, kw_only=True):
+    """Where a task's repository lives and whether a forge serves it."""
+
+    kind: Literal["github", "local", "remote"]
+    clone_url: str
+    owner: str | None = None
+    name: str | None = None
+
+    @property
+    def is_github(self) -> bool:
+        return self.kind == "github"
+
+
+def _owner_name(path: str) -> tuple[str, str] | None:
+    parts = path.strip("/").removesuffix(".git").split("/")
+    if len(parts) == 2 and all(p and p not in (".", "..") for p in parts):
+        return parts[0], parts[1]
+    return None
+
+
+def parse_repo(repo: str, settings: Settings) -> RepoRef:
+    """``owner/name``, GitHub URLs → GitHub; paths, ``file://`` → local (if allowed); https → remote."""
+    text = repo.strip()
+    if text.startswith(("/", "file://")):
+        if not settings.allow_local_repos:
+            raise RepoNotAllowedError(
+                f"repository {text!r} is a local path; this runner only accepts them when "
+                "BGAGENT_ALLOW_LOCAL_REPOS=true"
+            )
+        return RepoRef(kind="local", clone_url=text)
+    git_base = settings.github_git_url.rstrip("/")
+    if text.startswith(git_base + "/"):
+        pair = _owner_name(text[len(git_base) :])
+        if pair is None:
+            raise RepoNotAllowedError(f"repository URL {text!r} is not {git_base}/<owner>/<name>")
+        return RepoRef(
+            kind="github", clone_url=f"{git_base}/{pair[0]}/{pair[1]}.git", owner=pair[0], name=pair[1]
+        )
+    if text.startswith("https://"):
+        if not urlsplit(text).hostname:
+            raise RepoNotAllowedError(f"repository URL {text!r} has no host")
+        return RepoRef(kind="remote", clone_url=text)
+    pair = _owner_name(text) if "://" not in text and ":" not in text else None
+    if pair is None:
+        raise RepoNotAllowedError(
+            f"repository {text!r} is neither owner/name, an https URL, nor a local path or file:// URL"
+        )
+    return RepoRef(
+        kind="github", clone_url=f"{git_base}/{pair[0]}/{pair[1]}.git", owner=pair[0], name=pair[1]
+    )
+
+
+def git_env(settings: Settings, home: Path) -> dict[str, str]:
+    """Environment for the runner's own git commands (carries the token only for the GitHub URL)."""
+    env = {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "HOME": str(home),
+        "GIT_TERMINAL_PROMPT": "0",
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_AUTHOR_NAME": IDENTITY[0],
+        "GIT_AUTHOR_EMAIL": IDENTITY[1],
+        "GIT_COMMITTER_NAME": IDENTITY[0],
+        "GIT_COMMITTER_EMAIL": IDENTITY[1],
+    }
+    env["PATH"] = os.environ.get("PATH", env["PATH"])
+    if settings.github_token:
+        basic = base64.b64encode(f"x-access-token:{settings.github_token}".encode()).decode()
+        env.update(
+            GIT_CONFIG_COUNT="1",
+            GIT_CONFIG_KEY_0=f"http.{settings.github_git_url.rstrip('/')}/.extraHeader",
+            GIT_CONFIG_VALUE_0=f"Authorization: Basic {basic}",
+        )
+    return env
+
+
+class Git:
+    """Runs git in one directory; failures raise GitError with redacted output."""
+
+    def __init__(self, cwd: Path, env: dict[str, str], secrets: tuple[str, ...]) -> None:
+        self.cwd = cwd
+        self.env = env
+        self.secrets = secrets
+
+    async def run(self, *args: str, cwd: Path | None = None, ok_codes: tuple[int, ...] = (0,)) -> str:
+        proc = await asyncio.create_subprocess_exec(
+            "git",
+            *args,
+            cwd=cwd or self.cwd,
+            env=self.env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            async with asyncio.timeout(GIT_TIMEOUT_S):
+                out, err = await proc.communicate()
+        except BaseException:
+            if proc.returncode is None:
+                proc.kill()
+                await asyncio.shield(proc.wait())
+            raise
+        if proc.returncode not in ok_codes:
+            detail = redact(err.decode(errors="replace").strip()[-500:], self.secrets)
+            raise GitError(f"git {args[0]} failed (exit {proc.returncode}): {detail}")
+        return out.decode(errors="replace").strip()
+
+    async def code(self, *args: str) -> int:
+        proc = await asyncio.create_subprocess_exec(
+            "git", *args, cwd=self.cwd, env=self.env, stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        return await proc.wait()
+
+
+class Workspace(msgspec.Struct, kw_only=True):
+    """A prepared checkout for one attempt."""
+
+    root: Path
+    """``<work_dir>/<task_id>/attempt-<n>``: holds ``repo/`` and the agent's ``home/``."""
+    repo_dir: Path
+    home: Path
+    ref: RepoRef
+    branch: str
+    base_branch: str
+    base_sha: str
+    push: bool = True
+    """False for pr_review tasks: never push."""
+
+
+def attempt_dir(settings: Settings, task_id: str, attempt: int) -> Path:
+    return Path(settings.work_dir) / task_id / f"attempt-{attempt}"
+
+
+async def clone(settings: Settings, ref: RepoRef, root: Path) -> tuple[Git, Path, Path]:
+    """A fresh clone in ``root/repo`` with the bgagent identity configured."""
+    await asyncio.to_thread(_fresh_dir, root)
+    home = root / "home"
+    repo_dir = root / "repo"
+    git = Git(repo_dir, git_env(settings, home), settings.secrets)
+    await git.run("clone", "--quiet", "--no-tags", ref.clone_url, str(repo_dir), cwd=root)
+    await git.run("config", "user.name", IDENTITY[0])
+    await git.run("config", "user.email", IDENTITY[1])
+    return git, repo_dir, home
+
+
+async def head_sha(git: Git) -> str:
+    return await git.run("rev-parse", "HEAD")
+
+
+async def default_branch(git: Git) -> str:
+    try:
+        return await git.run("symbolic-ref", "--short", "HEAD")
+    except GitError as exc:
+        raise GitError(f"cannot tell the default branch of the repository: {exc}") from exc
+
+
+async def checkout_new_branch(git: Git, branch: str) -> None:
+    await git.run("checkout", "--quiet", "-B", branch)
+
+
+async def checkout_remote_branch(git: Git, branch: str) -> None:
+    await git.run("fetch", "--quiet", "origin", f"+refs/heads/{branch}:refs/remotes/origin/{branch}")
+    await git.run("checkout", "--quiet", "-B", branch, f"origin/{branch}")
+
+
+async def commit_all(git: Git, message: str) -> bool:
+    """Stage everything and commit; False when there was nothing to commit."""
+    await git.run("add", "-A")
+    if await git.code("diff", "--cached", "--quiet") == 0:
+        return False
+    await git.run("commit", "--quiet", "--no-verify", "-m", message)
+    return True
+
+
+async def commits_ahead(git: Git, base_sha: str) -> int:
+    return int(await git.run("rev-list", "--count", f"{base_sha}..HEAD") or "0")
+
+
+async def push(git: Git, branch: str, *, force: bool) -> None:
+    args = ["push", "--quiet", "origin", f"HEAD:refs/heads/{branch}"]
+    if force:
+        args.insert(1, "--force")
+    await git.run(*args)
+
+
+def _fresh_dir(root: Path) -> None:
+    if root.exists():
+        shutil.rmtree(root)
+    (root / "home").mkdir(parents=True)
+
+
+def remove(root: Path) -> None:
+    shutil.rmtree(root, ignore_errors=True)

@@ -1,0 +1,318 @@
+"""The runner against real NATS JetStream, the scripted model server and a local git origin."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import anthropic
+import pytest
+from ulid import ULID
+
+from bgagent_contracts import (
+    AgentFinished,
+    AgentTurn,
+    CancelRequested,
+    CostUpdated,
+    Milestone,
+    NudgeAcknowledged,
+    NudgeRequested,
+    Status,
+    TaskCancelled,
+    TaskCompleted,
+    TaskStarted,
+    ToolCalled,
+    ToolResult,
+    WorkspaceReady,
+)
+from bgagent_runner.session import ClaimLost, TaskSession, claim
+from bgagent_testing.model_server import ModelServer
+from bgagent_testing.servers import free_port
+
+pytestmark = pytest.mark.integration
+
+
+def bash(command: str) -> dict[str, Any]:
+    return {"name": "bash", "input": {"command": command}}
+
+
+async def test_task_completes_and_branch_holds_the_scripted_change(
+    kit: Any, model_server: ModelServer, origin: Path
+) -> None:
+    tag = f"feature-{ULID()}"
+    model_server.add_script(
+        tag,
+        [
+            {"text": "Looking around.", "tool_uses": [bash("ls && cat app.py")]},
+            {
+                "text": "Editing.",
+                "tool_uses": [
+                    {
+                        "name": "str_replace_based_edit_tool",
+                        "input": {
+                            "command": "str_replace",
+                            "path": "app.py",
+                            "old_str": "return 'hi'",
+                            "new_str": "return 'hello'",
+                        },
+                    },
+                    bash("echo made-by-agent > NOTES.txt"),
+                ],
+            },
+            {"text": "Changed greet() to say hello and added NOTES.txt."},
+        ],
+    )
+    await kit.start_runner(kit.settings)
+    task_id = await kit.submit(str(origin), f"{tag}: say hello\nmore detail")
+
+    state = await kit.wait_terminal(task_id)
+
+    assert state.status is Status.COMPLETED, (state.error_code, state.error_message)
+    assert state.result == "branch_pushed"
+    branch = f"bgagent/{task_id}"
+    assert kit.git(origin, "show", f"{branch}:app.py") == "def greet():\n    return 'hello'"
+    assert kit.git(origin, "show", f"{branch}:NOTES.txt") == "made-by-agent"
+    message = kit.git(origin, "log", "-1", "--format=%B", branch)
+    assert message.startswith(f"bgagent: {tag}: say hello")
+    assert f"Task-Id: {task_id}" in message
+    assert kit.git(origin, "log", "-1", "--format=%an <%ae>", branch) == "bgagent <bgagent@localhost>"
+
+    events = await kit.events(task_id)
+    kinds = [type(e) for e in events]
+    assert kinds.count(AgentTurn) == 3
+    assert kinds.count(CostUpdated) == 3
+    assert kinds.count(ToolCalled) == kinds.count(ToolResult) == 3
+    ready = next(e for e in events if isinstance(e, WorkspaceReady))
+    assert (ready.branch, ready.base_branch) == (branch, "main")
+    assert any(isinstance(e, AgentFinished) for e in events)
+    pushed = next(e for e in events if isinstance(e, Milestone) and e.name == "branch_pushed")
+    assert pushed.detail is not None
+    assert "no pull request was opened because the remote is not GitHub" in pushed.detail
+    done = events[-1]
+    assert isinstance(done, TaskCompleted)
+    assert done.attempt == 1
+    assert done.head_sha == kit.git(origin, "rev-parse", branch)
+    assert state.cost_usd > 0
+    assert all(getattr(e, "attempt", 1) == 1 for e in events[1:])
+
+    requests = model_server.requests(tag)
+    assert len(requests) == 3
+    body = requests[0]["body"]
+    assert body["system"][0]["cache_control"] == {"type": "ephemeral"}
+    assert body["tools"][-1]["cache_control"] == {"type": "ephemeral"}
+    assert [t["type"] for t in body["tools"]] == ["bash_20250124", "text_editor_20250728"]
+    second_user = requests[2]["body"]["messages"][-1]["content"]
+    assert [b["type"] for b in second_user] == ["tool_result", "tool_result"]
+    assert "hello" in second_user[0]["content"]
+
+
+async def test_no_changes_completes_without_pushing(kit: Any, model_server: ModelServer, origin: Path) -> None:
+    tag = f"nothing-{ULID()}"
+    model_server.add_script(tag, [{"text": "Nothing to do: the code already does this."}])
+    await kit.start_runner(kit.settings)
+    task_id = await kit.submit(str(origin), f"{tag} check only")
+
+    state = await kit.wait_terminal(task_id)
+
+    assert state.status is Status.COMPLETED
+    assert state.result == "no_changes"
+    assert not kit.git_ok(origin, "rev-parse", "--verify", f"refs/heads/bgagent/{task_id}")
+
+
+async def test_turn_limit_fails_the_task_before_the_extra_model_call(
+    kit: Any, model_server: ModelServer, origin: Path
+) -> None:
+    tag = f"turns-{ULID()}"
+    model_server.add_script(tag, [{"tool_uses": [bash(f"echo {i}")]} for i in range(6)])
+    await kit.start_runner(kit.settings)
+    task_id = await kit.submit(str(origin), f"{tag} loop", max_turns=2)
+
+    state = await kit.wait_terminal(task_id)
+
+    assert state.status is Status.FAILED
+    assert state.error_code == "MAX_TURNS"
+    assert len(model_server.requests(tag)) == 2
+    assert not kit.git_ok(origin, "rev-parse", "--verify", f"refs/heads/bgagent/{task_id}")
+
+
+async def test_budget_limit_fails_the_task_before_the_extra_model_call(
+    kit: Any, model_server: ModelServer, origin: Path
+) -> None:
+    tag = f"budget-{ULID()}"
+    expensive = {
+        "input_tokens": 100_000,
+        "output_tokens": 1000,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 0,
+    }
+    model_server.add_script(tag, [{"tool_uses": [bash("true")], "usage": expensive} for _ in range(4)])
+    await kit.start_runner(kit.settings)
+    task_id = await kit.submit(str(origin), f"{tag} spend", max_budget_usd=0.25)
+
+    state = await kit.wait_terminal(task_id)
+
+    assert state.status is Status.FAILED
+    assert state.error_code == "MAX_BUDGET"
+    assert state.cost_usd == pytest.approx(0.315)  # one call: 100k in × $3/M + 1k out × $15/M
+    assert len(model_server.requests(tag)) == 1
+
+
+async def _wait_for_tool_call(kit: Any, task_id: str) -> None:
+    async def called() -> bool:
+        return any(isinstance(e, ToolCalled) for e in await kit.events(task_id))
+
+    await kit.wait_until(called)
+
+
+async def test_nudge_during_a_run_is_acknowledged_and_reaches_the_model(
+    kit: Any, model_server: ModelServer, origin: Path, tmp_path: Path
+) -> None:
+    tag = f"nudge-{ULID()}"
+    gate = tmp_path / "gate"
+    model_server.add_script(
+        tag,
+        [
+            {"tool_uses": [bash(f"while [ ! -e {gate} ]; do sleep 0.02; done; echo waited")]},
+            {"text": "Following the nudge."},
+        ],
+    )
+    await kit.start_runner(kit.settings)
+    task_id = await kit.submit(str(origin), f"{tag} wait for me")
+    await _wait_for_tool_call(kit, task_id)
+    state = await kit.state(task_id)
+    nudge = NudgeRequested(
+        task_id=task_id,
+        event_id=str(ULID()),
+        ts=datetime.now(UTC),
+        actor="admission",
+        nudge_id="nudge-1",
+        requested_by="alice",
+        message="Use <b>tabs</b> & keep it short",
+    )
+    await kit.store.append(task_id, [nudge], expected_seq=state.last_seq)
+    gate.touch()
+
+    state = await kit.wait_terminal(task_id)
+
+    assert state.status is Status.COMPLETED
+    acks = [e for e in await kit.events(task_id) if isinstance(e, NudgeAcknowledged)]
+    assert len(acks) == 1
+    assert acks[0].nudge_ids == ("nudge-1",)
+    assert acks[0].turn == 2
+    requests = model_server.requests(tag)
+    assert len(requests) == 2
+    last_user = requests[1]["body"]["messages"][-1]["content"]
+    assert [b["type"] for b in last_user] == ["tool_result", "text"]
+    assert last_user[1]["text"] == (
+        '<user_nudge nudge_id="nudge-1">Use &lt;b&gt;tabs&lt;/b&gt; &amp; keep it short</user_nudge>'
+    )
+    assert "<user_nudge>" in requests[0]["body"]["system"][0]["text"]
+
+
+async def test_cancel_during_a_long_tool_call_ends_cancelled_quickly_and_pushes_nothing(
+    kit: Any, model_server: ModelServer, origin: Path
+) -> None:
+    tag = f"cancel-{ULID()}"
+    model_server.add_script(tag, [{"tool_uses": [bash("echo partial > partial.txt; sleep 30")]}])
+    await kit.start_runner(kit.settings)
+    task_id = await kit.submit(str(origin), f"{tag} long")
+    await _wait_for_tool_call(kit, task_id)
+    state = await kit.state(task_id)
+    cancel = CancelRequested(
+        task_id=task_id,
+        event_id=str(ULID()),
+        ts=datetime.now(UTC),
+        actor="admission",
+        requested_by="alice",
+        reason="changed my mind",
+    )
+    started = time.monotonic()
+    await kit.store.append(task_id, [cancel], expected_seq=state.last_seq)
+
+    state = await kit.wait_terminal(task_id, timeout=5)
+    elapsed = time.monotonic() - started
+
+    assert state.status is Status.CANCELLED
+    assert elapsed < 2.0
+    last = (await kit.events(task_id))[-1]
+    assert isinstance(last, TaskCancelled)
+    assert (last.attempt, last.cancelled_by, last.reason) == (1, "alice", "changed my mind")
+    assert not kit.git_ok(origin, "rev-parse", "--verify", f"refs/heads/bgagent/{task_id}")
+    assert len(model_server.requests(tag)) == 1
+
+
+async def test_two_claims_racing_for_one_task_exactly_one_wins(kit: Any, origin: Path) -> None:
+    task_id = await kit.submit(str(origin), "race")
+    log = await kit.store.read(task_id)
+
+    results = await asyncio.gather(
+        claim(kit.store, log, "runner-a", now=datetime.now(UTC)),
+        claim(kit.store, log, "runner-b", now=datetime.now(UTC)),
+        return_exceptions=True,
+    )
+
+    sessions = [r for r in results if isinstance(r, TaskSession)]
+    lost = [r for r in results if isinstance(r, ClaimLost)]
+    assert len(sessions) == 1
+    assert len(lost) == 1
+    starts = [e for e in await kit.events(task_id) if isinstance(e, TaskStarted)]
+    assert len(starts) == 1
+    assert starts[0].attempt == 1
+    state = await kit.state(task_id)
+    assert state.runner_id == sessions[0].state.runner_id
+    assert lost[0].state is not None
+    assert lost[0].state.runner_id == state.runner_id
+
+
+async def test_two_runners_share_the_queue_and_each_task_runs_once(
+    kit: Any, model_server: ModelServer, origin: Path, tmp_path: Path
+) -> None:
+    tag = f"pair-{ULID()}"
+    model_server.add_script(tag, [{"tool_uses": [bash("echo $RANDOM > out-$RANDOM.txt")]}, {"text": "ok"}])
+    a = kit.make_settings(kit.settings.nats, model_server.url, tmp_path / "wa", runner_id="runner-a", slots=1)
+    b = kit.make_settings(kit.settings.nats, model_server.url, tmp_path / "wb", runner_id="runner-b", slots=1)
+    await kit.start_runner(a)
+    await kit.start_runner(b)
+    ids = [await kit.submit(str(origin), f"{tag} #{i}") for i in range(4)]
+
+    states = [await kit.wait_terminal(task_id, timeout=15) for task_id in ids]
+
+    assert all(s.status is Status.COMPLETED for s in states)
+    for task_id in ids:
+        starts = [e for e in await kit.events(task_id) if isinstance(e, TaskStarted)]
+        assert len(starts) == 1
+    assert {s.runner_id for s in states} <= {"runner-a", "runner-b"}
+
+
+async def test_local_repos_are_refused_unless_allowed(kit: Any, origin: Path) -> None:
+    settings = kit.make_settings(
+        kit.settings.nats, "http://127.0.0.1:9", Path(kit.settings.work_dir), allow_local_repos=False
+    )
+    await kit.start_runner(settings)
+    task_id = await kit.submit(f"file://{origin}", "not allowed")
+
+    state = await kit.wait_terminal(task_id)
+
+    assert state.status is Status.FAILED
+    assert state.error_code == "REPO_NOT_ALLOWED"
+    assert "BGAGENT_ALLOW_LOCAL_REPOS" in (state.error_message or "")
+
+
+async def test_model_api_failure_fails_the_task_with_model_error(kit: Any, origin: Path) -> None:
+    client = anthropic.AsyncAnthropic(
+        api_key="test", base_url=f"http://127.0.0.1:{free_port()}", max_retries=0, timeout=2.0
+    )
+    try:
+        await kit.start_runner(kit.settings, client=client)
+        task_id = await kit.submit(str(origin), "model down")
+
+        state = await kit.wait_terminal(task_id)
+    finally:
+        await client.close()
+
+    assert state.status is Status.FAILED
+    assert state.error_code == "MODEL_ERROR"
+    assert "model API call failed" in (state.error_message or "")
