@@ -8,7 +8,8 @@ DEFAULT_PREVIEW_CHARS = 200
 TRACE_PREVIEW_CHARS = 4096
 
 _SECRET_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
-    ("GITHUB_TOKEN", re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,})\b")),
+    # No word boundaries: a token glued to an identifier (``TOKEN_ghp_…``, ``ghp_…_old``) must not leak.
+    ("GITHUB_TOKEN", re.compile(r"(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,})")),
     ("ANTHROPIC_KEY", re.compile(r"\bsk-ant-[A-Za-z0-9_-]{10,}")),
     ("AWS_ACCESS_KEY", re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b")),
     (
