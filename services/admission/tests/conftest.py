@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
 import pytest
@@ -36,7 +36,8 @@ async def _client(admission: Admission, nc: Client, *, allow_local_repos: bool) 
     )
     # ASGITransport runs the app on this event loop, so requests can really run concurrently
     # and share the test's NATS connection (Litestar's test client runs apps on a portal thread).
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://admission")
+    transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
+    return httpx.AsyncClient(transport=transport, base_url="http://admission")
 
 
 @pytest.fixture
@@ -52,7 +53,7 @@ async def local_client(admission: Admission, nc: Client) -> AsyncIterator[httpx.
 
 
 @pytest.fixture
-async def stream_count(nc: Client, provisioned: NatsSettings):  # type: ignore[no-untyped-def]
+async def stream_count(nc: Client, provisioned: NatsSettings) -> Callable[[], Awaitable[int]]:
     """``await stream_count()``: how many messages the test's stream holds."""
     js = nc.jetstream()
 

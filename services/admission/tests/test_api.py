@@ -108,6 +108,7 @@ async def test_create_returns_201_and_appends_task_submitted(
 
     msg = await nc.jetstream().get_msg(provisioned.stream, seq=meta["seq"])
     assert msg.subject == task_subject(task_id, "task_submitted", provisioned.prefix)
+    assert msg.data is not None
     event = decode_event(msg.data)
     assert isinstance(event, TaskSubmitted)
     assert (event.task_id, event.user_id, event.repo, event.actor) == (
@@ -510,3 +511,10 @@ async def test_unknown_route_uses_the_envelope(client: httpx.AsyncClient) -> Non
     resp = await client.get("/v1/nothing", headers=ALICE)
     assert resp.status_code == 404
     assert _err(resp)["code"] == "NOT_FOUND"
+
+
+async def test_request_id_is_echoed_on_success_and_error(client: httpx.AsyncClient) -> None:
+    ok = await client.post("/v1/tasks", json=_OK, headers={**ALICE, "X-Request-Id": "req-1"})
+    bad = await client.post("/v1/tasks", json={}, headers={**ALICE, "X-Request-Id": "req-2"})
+    assert ok.headers["X-Request-Id"] == "req-1"
+    assert (bad.headers["X-Request-Id"], _err(bad)["request_id"]) == ("req-2", "req-2")

@@ -89,7 +89,7 @@ async def test_refuses_to_start_without_the_stream(nats_url: str, tmp_path: Path
     ready = tmp_path / "ready"
     async with _service(_env(missing, free_port(), ready)) as proc:
         code = await asyncio.wait_for(proc.wait(), timeout=10)
-        assert code != 0
+        assert code == 1
         assert proc.stderr is not None
         assert b"bgagent admin init" in await proc.stderr.read()
         assert not ready.exists()

@@ -16,6 +16,7 @@ from bgagent_contracts import to_builtins
 from bgagent_contracts.auth import Principal, TokenTable
 from bgagent_contracts.views import task_view
 from bgagent_web import (
+    REQUEST_ID_HEADER,
     ApiError,
     BadRequest,
     Conflict,
@@ -24,6 +25,7 @@ from bgagent_web import (
     handle_exception,
     health_handlers,
     principal_dependency,
+    request_id,
 )
 
 from .errors import (
@@ -97,6 +99,10 @@ def on_error(request: AnyRequest, exc: Exception) -> Response[Any]:
     return handle_exception(request, exc)
 
 
+def _reply(request: AnyRequest, body: dict[str, Any], status: int) -> Response[Any]:
+    return Response(body, status_code=status, headers={REQUEST_ID_HEADER: request_id(request)})
+
+
 async def _json_body(request: AnyRequest, *, optional: bool = False) -> bytes | None:
     raw = await request.body()
     if optional and not raw.strip():
@@ -117,10 +123,8 @@ async def create_task(
     assert raw is not None
     command = validate_create(decode_body(raw, CreateTaskBody), allow_local_repos=allow_local_repos)
     result = await admission.submit(principal, command, key)
-    return Response(
-        {"data": task_view(result.state), "meta": {"seq": result.seq}},
-        status_code=HTTP_201_CREATED if result.created else HTTP_200_OK,
-    )
+    status = HTTP_201_CREATED if result.created else HTTP_200_OK
+    return _reply(request, {"data": task_view(result.state), "meta": {"seq": result.seq}}, status)
 
 
 @post("/tasks/{task_id:str}/cancel", status_code=HTTP_202_ACCEPTED)
@@ -133,9 +137,7 @@ async def cancel_task(
     raw = await _json_body(request, optional=True)
     reason = validate_reason(decode_body(raw, CancelBody)) if raw is not None else None
     result = await admission.cancel(principal, task_id, reason)
-    return Response(
-        {"data": task_view(result.state), "meta": {"seq": result.seq}}, status_code=HTTP_202_ACCEPTED
-    )
+    return _reply(request, {"data": task_view(result.state), "meta": {"seq": result.seq}}, HTTP_202_ACCEPTED)
 
 
 @post("/tasks/{task_id:str}/nudges", status_code=HTTP_202_ACCEPTED)
@@ -154,7 +156,7 @@ async def nudge_task(
         "nudge_id": result.nudge_id,
         "submitted_at": to_builtins(result.submitted_at),
     }
-    return Response({"data": data, "meta": {"seq": result.seq}}, status_code=HTTP_202_ACCEPTED)
+    return _reply(request, {"data": data, "meta": {"seq": result.seq}}, HTTP_202_ACCEPTED)
 
 
 def create_app(
