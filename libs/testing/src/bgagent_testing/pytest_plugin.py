@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 from nats.aio.client import Client
 
+from bgagent_contracts.subjects import comments_bucket, idempotency_bucket, traces_bucket
 from bgagent_eventstore import JetStreamEventStore, NatsSettings, connect, provision
 
 from .servers import database_url_from_env, drop_database, ensure_database, nats_for_tests, with_database
@@ -61,8 +62,14 @@ async def provisioned(nc: Client, nats_settings: NatsSettings) -> AsyncIterator[
     try:
         yield nats_settings
     finally:
-        with contextlib.suppress(Exception):  # best-effort cleanup
-            await js.delete_stream(nats_settings.stream)
+        p = nats_settings.prefix
+        for name in (
+            nats_settings.stream,
+            *(f"KV_{b}" for b in (comments_bucket(p), idempotency_bucket(p))),
+            f"OBJ_{traces_bucket(p)}",
+        ):
+            with contextlib.suppress(Exception):  # best-effort cleanup: keep the session server small
+                await js.delete_stream(name)
 
 
 @pytest.fixture
