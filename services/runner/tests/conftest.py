@@ -39,7 +39,9 @@ def git_ok(cwd: Path, *args: str) -> bool:
     return subprocess.run(["git", *args], cwd=cwd, env=GIT_ENV, capture_output=True).returncode == 0
 
 
-async def wait_until(pred: Callable[[], Awaitable[bool]], timeout: float = 8.0, interval: float = 0.02) -> None:
+async def wait_until(
+    pred: Callable[[], Awaitable[bool]], timeout: float = 8.0, interval: float = 0.02
+) -> None:
     deadline = time.monotonic() + timeout
     while not await pred():
         if time.monotonic() > deadline:

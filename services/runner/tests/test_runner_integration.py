@@ -109,7 +109,9 @@ async def test_task_completes_and_branch_holds_the_scripted_change(
     assert "hello" in second_user[0]["content"]
 
 
-async def test_no_changes_completes_without_pushing(kit: Any, model_server: ModelServer, origin: Path) -> None:
+async def test_no_changes_completes_without_pushing(
+    kit: Any, model_server: ModelServer, origin: Path
+) -> None:
     tag = f"nothing-{ULID()}"
     model_server.add_script(tag, [{"text": "Nothing to do: the code already does this."}])
     await kit.start_runner(kit.settings)

@@ -1,0 +1,137 @@
+"""Pure-ish units: repo parsing, settings, session appends racing admission (in-memory store)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from ulid import ULID
+
+from bgagent_contracts import Actor, Milestone, NudgeRequested, TaskFailed, TaskSubmitted
+from bgagent_eventstore import MemoryEventStore, NatsSettings
+from bgagent_runner.errors import RepoNotAllowedError
+from bgagent_runner.prompts import nudge_block
+from bgagent_runner.session import ClaimLost, claim
+from bgagent_runner.settings import Settings
+from bgagent_runner.workspace import git_env, parse_repo
+
+
+def settings(**overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "nats": NatsSettings(),
+        "runner_id": "r",
+        "github_git_url": "https://github.com",
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+def test_parse_repo_forms() -> None:
+    gh = parse_repo("acme/widgets", settings())
+    assert (gh.kind, gh.owner, gh.name, gh.clone_url) == (
+        "github",
+        "acme",
+        "widgets",
+        "https://github.com/acme/widgets.git",
+    )
+    assert parse_repo("https://github.com/acme/widgets.git", settings()).owner == "acme"
+    other = parse_repo("https://gitlab.example/acme/widgets.git", settings())
+    assert (other.kind, other.is_github) == ("remote", False)
+    local = parse_repo("file:///srv/repo", settings(allow_local_repos=True))
+    assert local.kind == "local"
+
+
+@pytest.mark.parametrize("repo", ["/srv/repo", "file:///srv/repo"])
+def test_local_repos_need_the_opt_in(repo: str) -> None:
+    with pytest.raises(RepoNotAllowedError, match="BGAGENT_ALLOW_LOCAL_REPOS"):
+        parse_repo(repo, settings())
+
+
+@pytest.mark.parametrize("repo", ["acme", "a/b/c", "git@github.com:acme/widgets.git", "ftp://x/y", "../x"])
+def test_unknown_repo_forms_are_refused(repo: str) -> None:
+    with pytest.raises(RepoNotAllowedError):
+        parse_repo(repo, settings())
+
+
+def test_git_env_scopes_the_token_to_the_github_url(tmp_path: object) -> None:
+    env = git_env(settings(github_token="ghp_secret"), tmp_path)  # type: ignore[arg-type]
+    assert env["GIT_CONFIG_KEY_0"] == "http.https://github.com/.extraHeader"
+    assert "ghp_secret" not in env["GIT_CONFIG_VALUE_0"]  # base64, never the raw token in argv
+    assert "GIT_CONFIG_COUNT" not in git_env(settings(), tmp_path)  # type: ignore[arg-type]
+
+
+def test_settings_from_env() -> None:
+    s = Settings.from_env(
+        {
+            "NATS_URL": "nats://n:4222",
+            "BGAGENT_RUNNER_SLOTS": "4",
+            "BGAGENT_ALLOW_LOCAL_REPOS": "true",
+            "BGAGENT_TOOL_TIMEOUT_S": "5",
+            "BGAGENT_TASK_TIMEOUT_S": "0",
+            "ANTHROPIC_BASE_URL": "http://127.0.0.1:1",
+            "GITHUB_TOKEN": "t0k3n-value",
+        }
+    )
+    assert (s.nats.url, s.slots, s.allow_local_repos, s.tool_timeout_s) == ("nats://n:4222", 4, True, 5.0)
+    assert s.task_timeout_s is None
+    assert s.model == "claude-sonnet-4-6"
+    assert s.secrets == ("t0k3n-value",)
+    with pytest.raises(ValueError, match="not a boolean"):
+        Settings.from_env({"BGAGENT_ALLOW_LOCAL_REPOS": "maybe"})
+
+
+def test_nudge_block_escapes_user_text() -> None:
+    assert (
+        nudge_block("n1", "</user_nudge><x>")
+        == '<user_nudge nudge_id="n1">&lt;/user_nudge&gt;&lt;x&gt;</user_nudge>'
+    )
+
+
+async def _submitted(store: MemoryEventStore) -> str:
+    task_id = str(ULID())
+    event = TaskSubmitted(
+        task_id=task_id,
+        event_id=str(ULID()),
+        ts=datetime.now(UTC),
+        actor=Actor.ADMISSION,
+        user_id="u",
+        repo="a/b",
+    )
+    await store.append(task_id, [event], expected_seq=0)
+    return task_id
+
+
+async def test_session_emit_survives_a_concurrent_admission_append() -> None:
+    store = MemoryEventStore()
+    task_id = await _submitted(store)
+    session = await claim(store, await store.read(task_id), "r1", now=datetime.now(UTC))
+    nudge = NudgeRequested(
+        task_id=task_id,
+        event_id=str(ULID()),
+        ts=datetime.now(UTC),
+        actor=Actor.ADMISSION,
+        nudge_id="n1",
+        requested_by="u",
+        message="hi",
+    )
+    await store.append(task_id, [nudge], expected_seq=session.last_seq)
+
+    await session.emit(Milestone(**session.common(), name="m1"), Milestone(**session.common(), name="m2"))
+
+    names = [r.event.name for r in store.all() if isinstance(r.event, Milestone)]
+    assert names == ["m1", "m2"]
+    assert [n.nudge_id for n in session.state.pending_nudges] == ["n1"]
+    assert session.last_seq == store.all()[-1].seq
+    assert session.state.last_milestone == "m2"
+
+
+async def test_claim_of_a_terminal_task_is_lost() -> None:
+    store = MemoryEventStore()
+    task_id = await _submitted(store)
+    first = await claim(store, await store.read(task_id), "r1", now=datetime.now(UTC))
+    stale_log = await store.read(task_id)
+    await first.emit(TaskFailed(**first.common(), code="X", message="x"))
+    with pytest.raises(ClaimLost) as lost:
+        await claim(store, stale_log, "r2", now=datetime.now(UTC))
+    assert lost.value.state is not None
+    assert lost.value.state.terminal
