@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
+import json
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,10 +26,13 @@ from bgagent_contracts import (
     TaskCancelled,
     TaskCompleted,
     TaskStarted,
+    TaskTimedOut,
     ToolCalled,
     ToolResult,
+    TraceStored,
     WorkspaceReady,
 )
+from bgagent_contracts.subjects import traces_bucket
 from bgagent_runner.session import ClaimLost, TaskSession, claim
 from bgagent_testing.model_server import ModelServer
 from bgagent_testing.servers import free_port
@@ -318,3 +323,98 @@ async def test_model_api_failure_fails_the_task_with_model_error(kit: Any, origi
     assert state.status is Status.FAILED
     assert state.error_code == "MODEL_ERROR"
     assert "model API call failed" in (state.error_message or "")
+
+
+async def test_trace_is_stored_before_the_terminal_event_and_secrets_are_redacted(
+    kit: Any, model_server: ModelServer, origin: Path, nc: Any
+) -> None:
+    tag = f"trace-{ULID()}"
+    secret = "sk-ant-api03-" + "A" * 40
+    model_server.add_script(
+        tag, [{"tool_uses": [bash(f"echo key={secret}; echo x > x.txt")]}, {"text": "ok"}]
+    )
+    await kit.start_runner(kit.settings)
+    task_id = await kit.submit(str(origin), f"{tag} traced", trace=True)
+
+    state = await kit.wait_terminal(task_id)
+
+    assert state.status is Status.COMPLETED
+    events = await kit.events(task_id)
+    stored = events[-2]
+    assert isinstance(stored, TraceStored)
+    assert isinstance(events[-1], TaskCompleted)
+    assert stored.object_name == f"{task_id}/attempt-1.jsonl.gz"
+    result = next(e for e in events if isinstance(e, ToolResult))
+    assert secret not in result.output_preview
+    assert "[REDACTED-ANTHROPIC_KEY]" in result.output_preview
+    bucket = await nc.jetstream().object_store(traces_bucket(kit.settings.nats.prefix))
+    obj = await bucket.get(stored.object_name)
+    assert obj.data is not None
+    assert len(obj.data) == stored.size_bytes
+    entries = [json.loads(line) for line in gzip.decompress(obj.data).splitlines()]
+    assert [e["kind"] for e in entries] == ["start", "model_turn", "tool_result", "model_turn", "end"]
+    assert "run the tests" in entries[0]["system"]
+    assert "[REDACTED-ANTHROPIC_KEY]" in entries[2]["output"]
+    assert secret not in gzip.decompress(obj.data).decode()
+
+
+async def test_wall_clock_limit_times_the_task_out_before_the_next_model_call(
+    kit: Any, model_server: ModelServer, origin: Path
+) -> None:
+    tag = f"clock-{ULID()}"
+    model_server.add_script(tag, [{"tool_uses": [bash("sleep 0.5")]} for _ in range(5)])
+    settings = kit.make_settings(
+        kit.settings.nats, model_server.url, Path(kit.settings.work_dir), task_timeout_s=0.4
+    )
+    await kit.start_runner(settings)
+    task_id = await kit.submit(str(origin), f"{tag} slow")
+
+    state = await kit.wait_terminal(task_id)
+
+    assert state.status is Status.TIMED_OUT
+    timed_out = (await kit.events(task_id))[-1]
+    assert isinstance(timed_out, TaskTimedOut)
+    assert timed_out.limit == "wall_clock"
+    assert timed_out.attempt == 1
+    assert len(model_server.requests(tag)) == 1
+
+
+async def test_a_stopped_runner_hands_its_task_back_and_the_next_attempt_finishes(
+    kit: Any, model_server: ModelServer, origin: Path, tmp_path: Path
+) -> None:
+    tag = f"handoff-{ULID()}"
+    gate = tmp_path / "gate"
+    model_server.add_script(
+        tag,
+        [
+            {
+                "tool_uses": [
+                    bash(f"echo $$ > pid-$$; while [ ! -e {gate} ]; do sleep 0.02; done; echo hi > hi.txt")
+                ]
+            }
+        ],
+    )
+    a = await kit.start_runner(
+        kit.make_settings(kit.settings.nats, model_server.url, tmp_path / "wa", runner_id="runner-a")
+    )
+    task_id = await kit.submit(str(origin), f"{tag} hand off")
+    await _wait_for_tool_call(kit, task_id)
+    await a.stop()
+    await kit.start_runner(
+        kit.make_settings(kit.settings.nats, model_server.url, tmp_path / "wb", runner_id="runner-b")
+    )
+
+    async def second_attempt_calls_a_tool() -> bool:
+        events = await kit.events(task_id)
+        return any(isinstance(e, ToolCalled) and e.attempt == 2 for e in events)
+
+    await kit.wait_until(second_attempt_calls_a_tool)
+    gate.touch()
+    state = await kit.wait_terminal(task_id)
+
+    assert state.status is Status.COMPLETED
+    assert (state.attempt, state.runner_id) == (2, "runner-b")
+    starts = [e for e in await kit.events(task_id) if isinstance(e, TaskStarted)]
+    assert [(s.attempt, s.runner_id) for s in starts] == [(1, "runner-a"), (2, "runner-b")]
+    assert kit.git(origin, "show", f"bgagent/{task_id}:hi.txt") == "hi"
+    assert not (tmp_path / "wa" / task_id).exists() or not any((tmp_path / "wa" / task_id).iterdir())

@@ -37,6 +37,7 @@ from .prompts import nudge_block
 from .session import TaskSession, new_id
 from .settings import Settings
 from .tools import BASH_TOOL, EDITOR_TOOL, BashTool, TextEditor, ToolOutput
+from .trace import Trace
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +98,7 @@ class Agent:
         first_message: str,
         bash: BashTool,
         editor: TextEditor,
+        trace: Trace | None = None,
     ) -> None:
         self.session = session
         self.settings = settings
@@ -105,6 +107,7 @@ class Agent:
         self.first_message = first_message
         self.bash = bash
         self.editor = editor
+        self.trace = trace or Trace(False, ())
         self.limit = preview_limit(session.state.trace)
 
     def _preview(self, text: str) -> str:
@@ -116,6 +119,7 @@ class Agent:
         ended = False
         summary: str | None = None
         stop_reason = "end_turn"
+        self.trace.record("start", model=self.settings.model, system=self.system, message=self.first_message)
         while True:
             state = await self.session.refresh()
             decision = between_turns(
@@ -144,6 +148,9 @@ class Agent:
                     NudgeAcknowledged(
                         **self.session.common(), nudge_ids=decision.nudge_ids, turn=state.turn + 1
                     )
+                )
+                self.trace.record(
+                    "nudges", nudge_ids=list(decision.nudge_ids), messages=list(decision.nudges)
                 )
                 for nudge_id, text in zip(decision.nudge_ids, decision.nudges, strict=True):
                     block: TextBlockParam = {"type": "text", "text": nudge_block(nudge_id, text)}
@@ -196,6 +203,18 @@ class Agent:
         )
         text = "\n".join(b.text for b in response.content if b.type == "text")
         tool_calls = sum(1 for b in response.content if b.type == "tool_use")
+        self.trace.record(
+            "model_turn",
+            turn=turn,
+            text=text,
+            tool_uses=[
+                {"id": b.id, "name": b.name, "input": b.input}
+                for b in response.content
+                if b.type == "tool_use"
+            ],
+            stop_reason=response.stop_reason,
+            usage=usage.model_dump(exclude_none=True),
+        )
         await self.session.emit(
             AgentTurn(
                 **self.session.common(),
@@ -234,6 +253,14 @@ class Agent:
         started = time.monotonic()
         output = await self._execute(name, tool_input)
         text = _cap(output.text, self.settings.tool_output_cap)
+        self.trace.record(
+            "tool_result",
+            turn=turn,
+            tool_use_id=tool_use_id,
+            tool_name=name,
+            output=text,
+            is_error=output.is_error,
+        )
         await self.session.emit(
             ToolResult(
                 **self.session.common(),

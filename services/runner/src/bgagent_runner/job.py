@@ -41,6 +41,7 @@ from .prompts import commit_message, pr_body, pr_title, system_prompt, task_mess
 from .session import TaskSession
 from .settings import Settings
 from .tools import BashTool, TextEditor, scrubbed_env
+from .trace import Trace, attach
 from .workspace import (
     Git,
     RepoRef,
@@ -106,8 +107,10 @@ class Job:
         self.root = attempt_dir(settings, session.task_id, session.attempt)
         self.ws: Workspace | None = None
         self.git: Git | None = None
+        self.trace = Trace(session.state.trace, settings.secrets)
 
     async def run(self) -> None:
+        attach(self.trace, self.session, self.nc.jetstream(), self.settings.nats.prefix)
         watch = CancelWatch()
         await watch.start(
             self.nc, task_subject(self.session.task_id, "cancel_requested", self.settings.nats.prefix)
@@ -205,6 +208,7 @@ class Job:
                 output_cap=self.settings.tool_output_cap,
             ),
             editor=TextEditor(repo_dir),
+            trace=self.trace,
         )
         return await agent.run()
 

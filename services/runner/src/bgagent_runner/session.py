@@ -9,14 +9,14 @@ stay true after the re-read; only the caller decides what to do with the news.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TypedDict
 
 import msgspec
 from ulid import ULID
 
-from bgagent_contracts import Actor, Event, Recorded, TaskStarted, TaskState
+from bgagent_contracts import TERMINAL_EVENT_TYPES, Actor, Event, Recorded, TaskStarted, TaskState, event_type
 from bgagent_contracts.fold import fold_recorded
 from bgagent_eventstore import ConcurrencyError, EventStore, TaskLog
 
@@ -58,6 +58,8 @@ class TaskSession:
         self.store = store
         self.state = state
         self.clock = clock
+        self.before_terminal: Callable[[Event], Awaitable[list[Event]]] | None = None
+        """Runs once, before the first terminal event is appended; its events go first (the trace)."""
 
     @property
     def task_id(self) -> str:
@@ -97,6 +99,12 @@ class TaskSession:
     async def emit(self, *events: Event) -> None:
         """Append in order; on a conflict re-read, fold and retry the events not yet stored."""
         pending = list(events)
+        terminal = next((e for e in pending if event_type(e) in TERMINAL_EVENT_TYPES), None)
+        if terminal is not None and self.before_terminal is not None:
+            hook, self.before_terminal = self.before_terminal, None
+            extra = await hook(terminal)
+            at = pending.index(terminal)
+            pending[at:at] = extra
         for _ in range(MAX_APPEND_RETRIES):
             try:
                 seqs = await self.store.append(self.task_id, pending, expected_seq=self.last_seq)
