@@ -12,10 +12,17 @@ from .errors import ServerTooOldError, StoreUnavailableError
 logger = logging.getLogger(__name__)
 
 MIN_SERVER = (2, 11)
+INITIAL_RECONNECTS = 2
+"""Retries of the first connection before giving up (about a second when the port is closed)."""
 
 
 async def connect(url: str, *, name: str, connect_timeout: float = 5.0) -> Client:
-    """Connect with unlimited reconnects and a short ping interval; refuse servers older than 2.11."""
+    """Connect with unlimited reconnects and a short ping interval; refuse servers older than 2.11.
+
+    The first connection is tried a few times and then fails with StoreUnavailableError:
+    nats-py would retry the *initial* connect forever with ``max_reconnect_attempts=-1``,
+    so unlimited reconnects are switched on only once connected.
+    """
 
     async def _error_cb(exc: Exception) -> None:
         logger.warning("nats error: %s", exc)
@@ -31,7 +38,7 @@ async def connect(url: str, *, name: str, connect_timeout: float = 5.0) -> Clien
             url,
             name=name,
             connect_timeout=connect_timeout,
-            max_reconnect_attempts=-1,
+            max_reconnect_attempts=INITIAL_RECONNECTS,
             reconnect_time_wait=0.5,
             ping_interval=5,
             max_outstanding_pings=3,
@@ -42,6 +49,7 @@ async def connect(url: str, *, name: str, connect_timeout: float = 5.0) -> Clien
         )
     except (OSError, TimeoutError, nats.errors.NoServersError) as exc:
         raise StoreUnavailableError(f"cannot reach NATS at {url}: {exc}") from exc
+    nc.options["max_reconnect_attempts"] = -1  # read on every reconnect: never give up from now on
     version = nc.connected_server_version
     if (version.major, version.minor) < MIN_SERVER:
         await nc.close()

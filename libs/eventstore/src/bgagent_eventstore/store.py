@@ -112,10 +112,13 @@ class JetStreamEventStore:
                         continue
                     cls = TaskExistsError if expected == 0 and not seqs else ConcurrencyError
                     raise cls(task_id, expected, actual, appended=len(seqs)) from exc
+                if isinstance(exc, nats.js.errors.ServiceUnavailableError):
+                    raise StoreUnavailableError(f"append to {subject} failed: {exc!r}") from exc
                 raise
             except (
                 nats.errors.TimeoutError,
                 nats.errors.NoRespondersError,
+                nats.js.errors.NoStreamResponseError,  # what nats-py raises when no stream answers
                 nats.errors.ConnectionClosedError,
             ) as exc:
                 raise StoreUnavailableError(f"append to {subject} failed: {exc!r}") from exc
