@@ -394,8 +394,8 @@ async def test_a_stopped_runner_hands_its_task_back_and_the_next_attempt_finishe
             }
         ],
     )
-    a = await kit.start_runner(
-        kit.make_settings(kit.settings.nats, model_server.url, tmp_path / "wa", runner_id="runner-a")
+    a = await kit.start_runner(  # one slot, busy: stop() must not wait for a slot to free up
+        kit.make_settings(kit.settings.nats, model_server.url, tmp_path / "wa", runner_id="runner-a", slots=1)
     )
     task_id = await kit.submit(str(origin), f"{tag} hand off")
     await _wait_for_tool_call(kit, task_id)

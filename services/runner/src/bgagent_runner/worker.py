@@ -79,12 +79,9 @@ class Runner:
         if s.ready_file:
             await asyncio.to_thread(Path(s.ready_file).write_text, s.runner_id)
         try:
-            while not self._stopping.is_set():
-                await self._slots.acquire()
+            while await self._acquire_slot():
                 handed_off = False
                 try:
-                    if self._stopping.is_set():
-                        break
                     try:
                         msgs = await psub.fetch(1, timeout=s.fetch_timeout_s)
                     except (TimeoutError, nats.errors.TimeoutError):
@@ -113,6 +110,27 @@ class Runner:
                 with contextlib.suppress(*_NATS_ERRORS):
                     await nc.drain()
             logger.info("runner %s stopped", s.runner_id)
+
+    async def _acquire_slot(self) -> bool:
+        """Wait for a free slot; False (holding none) once stop() was called."""
+        if self._stopping.is_set():
+            return False
+        acquire = asyncio.create_task(self._slots.acquire())
+        stopping = asyncio.create_task(self._stopping.wait())
+        try:
+            await asyncio.wait({acquire, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            if not acquire.done():
+                acquire.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await acquire
+        if acquire.cancelled():
+            return False
+        if self._stopping.is_set():
+            self._slots.release()
+            return False
+        return True
 
     def _job_done(self, job: asyncio.Task[None]) -> None:
         self._jobs.pop(job, None)
