@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -26,7 +27,18 @@ def health_handlers(ready: Callable[[], Awaitable[bool]]) -> list[Any]:
 
 
 async def serve(app: Litestar, *, host: str, port: int) -> None:
-    """Serve until the task is cancelled or the server is told to exit."""
+    """Serve until the task is cancelled or the server is told to exit.
+
+    Cancelling the task shuts uvicorn down gracefully (stop listening, finish open requests,
+    run the app's shutdown hooks) before the CancelledError propagates; a bare cancel of
+    ``Server.serve()`` would leave the listening socket open and skip the shutdown hooks.
+    """
     config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="on")
     server = uvicorn.Server(config)
-    await server.serve()
+    serving = asyncio.ensure_future(server.serve())
+    try:
+        await asyncio.shield(serving)
+    except asyncio.CancelledError:
+        server.should_exit = True
+        await serving
+        raise
