@@ -32,7 +32,8 @@ from bgagent_contracts import (
     TraceStored,
     WorkspaceReady,
 )
-from bgagent_contracts.subjects import traces_bucket
+from bgagent_contracts.subjects import runner_consumer, traces_bucket
+from bgagent_eventstore.provision import runner_consumer_config
 from bgagent_runner.session import ClaimLost, TaskSession, claim
 from bgagent_testing.model_server import ModelServer
 from bgagent_testing.servers import free_port
@@ -418,3 +419,94 @@ async def test_a_stopped_runner_hands_its_task_back_and_the_next_attempt_finishe
     assert [(s.attempt, s.runner_id) for s in starts] == [(1, "runner-a"), (2, "runner-b")]
     assert kit.git(origin, "show", f"bgagent/{task_id}:hi.txt") == "hi"
     assert not (tmp_path / "wa" / task_id).exists() or not any((tmp_path / "wa" / task_id).iterdir())
+
+
+async def test_runner_events_carry_the_submissions_traceparent(
+    kit: Any, model_server: ModelServer, origin: Path, nc: Any
+) -> None:
+    tag = f"tp-{ULID()}"
+    model_server.add_script(tag, [{"text": "nothing to change"}])
+    await kit.start_runner(kit.settings)
+    task_id = await kit.submit(str(origin), f"{tag} traced")
+
+    await kit.wait_terminal(task_id)
+
+    js = nc.jetstream()
+    records = (await kit.store.read(task_id)).records
+    parents = set()
+    for record in records:
+        msg = await js.get_msg(kit.settings.nats.stream, seq=record.seq)
+        parents.add((msg.headers or {}).get("traceparent"))
+    assert len(parents) == 1
+    assert None not in parents
+
+
+async def test_in_progress_acks_keep_a_long_task_from_being_redelivered(
+    kit: Any, model_server: ModelServer, origin: Path, nc: Any, tmp_path: Path
+) -> None:
+    s = kit.settings.nats
+    js = nc.jetstream()
+    config = runner_consumer_config(s)
+    config.ack_wait = 1.0
+    await js.add_consumer(s.stream, config)
+    assert (await js.consumer_info(s.stream, runner_consumer(s.prefix))).config.ack_wait == 1.0
+    tag = f"wpi-{ULID()}"
+    model_server.add_script(tag, [{"tool_uses": [bash("sleep 2.5")]}, {"text": "slow but done"}])
+    for name in ("runner-a", "runner-b"):
+        settings = kit.make_settings(
+            s, model_server.url, tmp_path / name, runner_id=name, in_progress_interval_s=0.3
+        )
+        await kit.start_runner(settings)
+    task_id = await kit.submit(str(origin), f"{tag} longer than ack_wait")
+
+    state = await kit.wait_terminal(task_id, timeout=10)
+
+    assert state.status is Status.COMPLETED
+    starts = [e for e in await kit.events(task_id) if isinstance(e, TaskStarted)]
+    assert len(starts) == 1
+
+    async def acked() -> bool:
+        return (await js.consumer_info(s.stream, runner_consumer(s.prefix))).num_ack_pending == 0
+
+    await kit.wait_until(acked)
+    assert (await js.consumer_info(s.stream, runner_consumer(s.prefix))).num_redelivered == 0
+
+
+async def test_a_superseded_attempt_stops_appending_and_pushes_nothing(
+    kit: Any, model_server: ModelServer, origin: Path, tmp_path: Path
+) -> None:
+    tag = f"stale-{ULID()}"
+    gate = tmp_path / "gate"
+    model_server.add_script(
+        tag,
+        [
+            {"tool_uses": [bash(f"echo x > x.txt; while [ ! -e {gate} ]; do sleep 0.02; done")]},
+            {"text": "done"},
+        ],
+    )
+    handle = await kit.start_runner(kit.settings)
+    task_id = await kit.submit(str(origin), f"{tag} presumed lost")
+    await _wait_for_tool_call(kit, task_id)
+    state = await kit.state(task_id)
+    takeover = TaskStarted(
+        task_id=task_id,
+        event_id=str(ULID()),
+        ts=datetime.now(UTC),
+        actor="runner",
+        attempt=2,
+        runner_id="runner-z",
+    )
+    [takeover_seq] = await kit.store.append(task_id, [takeover], expected_seq=state.last_seq)
+    gate.touch()
+
+    async def idle() -> bool:
+        return not handle.runner.active
+
+    await kit.wait_until(idle)
+
+    later = [r.event for r in (await kit.store.read(task_id)).records if r.seq > takeover_seq]
+    assert later == []
+    state = await kit.state(task_id)
+    assert (state.attempt, state.runner_id, state.status) == (2, "runner-z", Status.HYDRATING)
+    assert not kit.git_ok(origin, "rev-parse", "--verify", f"refs/heads/bgagent/{task_id}")
+    assert len(model_server.requests(tag)) == 1

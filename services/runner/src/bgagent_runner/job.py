@@ -38,7 +38,7 @@ from .agent import Agent, AgentResult, Outcome
 from .errors import ForgeUnsupportedError, RunnerError
 from .forge import Forge, Issue, PullRequest
 from .prompts import commit_message, pr_body, pr_title, system_prompt, task_message
-from .session import TaskSession
+from .session import AttemptSuperseded, TaskSession
 from .settings import Settings
 from .tools import BashTool, TextEditor, scrubbed_env
 from .trace import Trace, attach
@@ -123,6 +123,9 @@ class Job:
                 await self._cancelled(watch)
             elif result.outcome is Outcome.FINISHED:
                 await self._finalize(result.summary)
+        except AttemptSuperseded as exc:
+            logger.warning("%s; abandoning it", exc)
+            raise
         except RunnerError as exc:
             logger.warning("task %s failed: %s", self.session.task_id, exc)
             message = redact(str(exc), self.settings.secrets)

@@ -18,7 +18,7 @@ from ulid import ULID
 
 from bgagent_contracts import TERMINAL_EVENT_TYPES, Actor, Event, Recorded, TaskStarted, TaskState, event_type
 from bgagent_contracts.fold import fold_recorded
-from bgagent_eventstore import ConcurrencyError, EventStore, TaskLog
+from bgagent_eventstore import ConcurrencyError, EventStore, JetStreamEventStore, TaskLog
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +41,13 @@ class Common(TypedDict):
     attempt: int
 
 
+class AttemptSuperseded(Exception):
+    """Another runner started a newer attempt (ours was presumed lost): stop, append nothing more."""
+
+    def __init__(self, task_id: str, ours: int, current: int) -> None:
+        super().__init__(f"task {task_id}: attempt {ours} was superseded by attempt {current}")
+
+
 class ClaimLost(Exception):
     """Another runner started this attempt first (or the task ended meanwhile)."""
 
@@ -58,16 +65,16 @@ class TaskSession:
         self.store = store
         self.state = state
         self.clock = clock
+        self.attempt = state.attempt
+        """Fixed at claim time: a later task_started (a new attempt) supersedes this session."""
+        self.traceparent: str | None = None
+        """W3C traceparent of the submission, carried on every runner append (one trace per task)."""
         self.before_terminal: Callable[[Event], Awaitable[list[Event]]] | None = None
         """Runs once, before the first terminal event is appended; its events go first (the trace)."""
 
     @property
     def task_id(self) -> str:
         return self.state.task_id
-
-    @property
-    def attempt(self) -> int:
-        return self.state.attempt
 
     @property
     def last_seq(self) -> int:
@@ -95,6 +102,8 @@ class TaskSession:
         if log.last_seq > state.last_seq:  # skipped malformed messages still move the cursor
             state = _with_seq(state, log.last_seq)
         self.state = state
+        if state.attempt != self.attempt:
+            raise AttemptSuperseded(self.task_id, self.attempt, state.attempt)
 
     async def emit(self, *events: Event) -> None:
         """Append in order; on a conflict re-read, fold and retry the events not yet stored."""
@@ -107,7 +116,7 @@ class TaskSession:
             pending[at:at] = extra
         for _ in range(MAX_APPEND_RETRIES):
             try:
-                seqs = await self.store.append(self.task_id, pending, expected_seq=self.last_seq)
+                seqs = await _append(self.store, self.task_id, pending, self.last_seq, self.traceparent)
             except ConcurrencyError as exc:
                 logger.debug("append conflict on %s: %s", self.task_id, exc)
                 pending = pending[exc.appended :]
@@ -122,11 +131,21 @@ class TaskSession:
         raise ConcurrencyError(self.task_id, self.last_seq, None)
 
 
+async def _append(
+    store: EventStore, task_id: str, events: list[Event], expected_seq: int, traceparent: str | None
+) -> list[int]:
+    if traceparent and isinstance(store, JetStreamEventStore):
+        return await store.append(task_id, events, expected_seq=expected_seq, traceparent=traceparent)
+    return await store.append(task_id, events, expected_seq=expected_seq)
+
+
 def _with_seq(state: TaskState, seq: int) -> TaskState:
     return msgspec.structs.replace(state, last_seq=seq)
 
 
-async def claim(store: EventStore, log: TaskLog, runner_id: str, *, now: datetime) -> TaskSession:
+async def claim(
+    store: EventStore, log: TaskLog, runner_id: str, *, now: datetime, traceparent: str | None = None
+) -> TaskSession:
     """Start attempt n+1 with an expected-sequence append; ClaimLost when someone else was first."""
     state = log.state()
     for _ in range(MAX_APPEND_RETRIES):
@@ -141,7 +160,7 @@ async def claim(store: EventStore, log: TaskLog, runner_id: str, *, now: datetim
             runner_id=runner_id,
         )
         try:
-            await store.append(state.task_id, [started], expected_seq=log.last_seq)
+            await _append(store, state.task_id, [started], log.last_seq, traceparent)
         except ConcurrencyError:
             seen_attempt = state.attempt
             log = await store.read(state.task_id)
@@ -150,6 +169,11 @@ async def claim(store: EventStore, log: TaskLog, runner_id: str, *, now: datetim
                 raise ClaimLost(state) from None
             continue  # a nudge or cancel request moved the log: try again on the new sequence
         session = TaskSession(store, state)
-        await session.refresh()
+        session.attempt = started.attempt
+        session.traceparent = traceparent
+        try:
+            await session.refresh()
+        except AttemptSuperseded:
+            raise ClaimLost(session.state) from None
         return session
     raise ClaimLost(state)

@@ -25,7 +25,7 @@ from bgagent_eventstore import JetStreamEventStore, StoreUnavailableError, conne
 
 from .forge import Forge, GitHubForge
 from .job import Job
-from .session import ClaimLost, claim, utcnow
+from .session import AttemptSuperseded, ClaimLost, claim, utcnow
 from .settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -212,7 +212,8 @@ class Runner:
         if state.terminal:
             return "ack"
         try:
-            session = await claim(store, log, self.runner_id, now=utcnow())
+            traceparent = (msg.headers or {}).get("traceparent")
+            session = await claim(store, log, self.runner_id, now=utcnow(), traceparent=traceparent)
         except ClaimLost as lost:
             if lost.state is None or lost.state.terminal:
                 return "ack"
@@ -225,6 +226,8 @@ class Runner:
                 await Job(session, self.settings, nc=nc, client=client, forge=forge).run()
             except (StoreUnavailableError, asyncio.CancelledError):
                 raise
+            except AttemptSuperseded:
+                return "none"  # the newer attempt's runner holds the message now
             except Exception as exc:
                 logger.exception("task %s: unexpected error", task_id)
                 message = redact(f"{type(exc).__name__}: {exc}", self.settings.secrets)[:1000]
