@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -255,3 +256,24 @@ def test_runs_as_a_process_with_a_script_file(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+async def test_scripts_with_unknown_keys_are_refused(model_server: ModelServer) -> None:
+    async with httpx.AsyncClient(base_url=model_server.url) as http:
+        typo = await http.post("/_scripts", json={"match": "x", "turns": [{"tool_use": []}]})
+    assert typo.status_code == 400
+    assert "tool_use" in typo.json()["error"]
+    with pytest.raises(ValueError, match="invalid script"):
+        model_server.add_script("y", [{"tool_uses": [{"input": {}}]}])
+
+
+async def test_delay_and_stop_reason_of_a_turn_are_honoured(model_server: ModelServer) -> None:
+    tag = f"delay-{ULID()}"
+    model_server.add_script(tag, [{"text": "slow", "delay_s": 0.3, "stop_reason": "max_tokens"}])
+    started = time.monotonic()
+    async with httpx.AsyncClient(base_url=model_server.url) as http:
+        response = await http.post(
+            "/v1/messages", json=body(messages=[{"role": "user", "content": tag}]), headers=HEADERS
+        )
+    assert time.monotonic() - started >= 0.3
+    assert response.json()["stop_reason"] == "max_tokens"

@@ -45,9 +45,37 @@ from .servers import free_port, wait_for_port
 JSON = dict[str, Any]
 
 
-class Script(msgspec.Struct, frozen=True, kw_only=True):
+class ToolUse(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    name: str
+    input: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class Turn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One scripted assistant message (unknown keys are refused, so typos do not pass silently)."""
+
+    text: str | None = None
+    tool_uses: list[ToolUse] = msgspec.field(default_factory=list)
+    delay_s: float = 0.0
+    usage: dict[str, int] | None = None
+    """Overrides the derived token counts (keys of the API's ``usage`` object)."""
+    stop_reason: str = "end_turn"
+    """Used when the turn has no tool use (``end_turn``, ``max_tokens``, …)."""
+
+
+class Script(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     match: str = ""
-    turns: list[JSON] = msgspec.field(default_factory=list)
+    turns: list[Turn] = msgspec.field(default_factory=list)
+
+
+DONE = Turn(text="Done.")
+
+
+def parse_script(data: Any) -> Script:
+    """A Script from JSON-like data; ValueError naming the bad field."""
+    try:
+        return msgspec.convert(data, Script)
+    except msgspec.ValidationError as exc:
+        raise ValueError(f"invalid script: {exc}") from exc
 
 
 class InvalidRequest(Exception):
@@ -349,16 +377,14 @@ def _has_cache_control(body: JSON) -> bool:
     return '"cache_control"' in json.dumps(body.get("system", "")) + json.dumps(body.get("tools", []))
 
 
-def build_message(body: JSON, turn: JSON | None) -> JSON:
+def build_message(body: JSON, turn: Turn | None) -> JSON:
     """The Message object for one scripted turn (``None`` → the closing "Done.")."""
-    spec: JSON = turn if turn is not None else {"text": "Done."}
+    spec = turn if turn is not None else DONE
     content: list[JSON] = []
-    if spec.get("text"):
-        content.append({"type": "text", "text": str(spec["text"])})
-    for use in spec.get("tool_uses", []):
-        content.append(
-            {"type": "tool_use", "id": _tool_id(), "name": use["name"], "input": use.get("input", {})}
-        )
+    if spec.text:
+        content.append({"type": "text", "text": spec.text})
+    for use in spec.tool_uses:
+        content.append({"type": "tool_use", "id": _tool_id(), "name": use.name, "input": use.input})
     if not content:
         content.append({"type": "text", "text": "Done."})
     prefix = _tokens([body.get("system", ""), body.get("tools", [])])
@@ -372,7 +398,7 @@ def build_message(body: JSON, turn: JSON | None) -> JSON:
         "cache_creation_input_tokens": cache_write,
         "cache_read_input_tokens": cache_read,
     }
-    usage.update(spec.get("usage", {}))
+    usage.update(spec.usage or {})
     has_tools = any(b["type"] == "tool_use" for b in content)
     return {
         "id": "msg_01" + secrets.token_hex(11),
@@ -380,7 +406,7 @@ def build_message(body: JSON, turn: JSON | None) -> JSON:
         "role": "assistant",
         "model": body["model"],
         "content": content,
-        "stop_reason": "tool_use" if has_tools else str(spec.get("stop_reason", "end_turn")),
+        "stop_reason": "tool_use" if has_tools else spec.stop_reason,
         "stop_sequence": None,
         "usage": usage,
     }
@@ -397,7 +423,7 @@ class ScriptBook:
             self.add(script)
 
     def add(self, script: Script | Mapping[str, Any]) -> Script:
-        s = script if isinstance(script, Script) else msgspec.convert(dict(script), Script)
+        s = script if isinstance(script, Script) else parse_script(dict(script))
         with self._lock:
             self._scripts = [x for x in self._scripts if x.match != s.match] + [s]
         return s
@@ -459,16 +485,19 @@ def create_app(book: ScriptBook) -> Litestar:
         book.record(
             {"body": body, "script": script.match if script else None, "turn": turn_index, "status": 200}
         )
-        if turn is not None and float(turn.get("delay_s", 0) or 0) > 0:
-            await asyncio.sleep(float(turn["delay_s"]))
+        if turn is not None and turn.delay_s > 0:
+            await asyncio.sleep(turn.delay_s)
         return Response(build_message(body, turn), status_code=200)
 
     @post("/_scripts", status_code=201)
-    async def add_scripts(request: Request[Any, Any, Any]) -> JSON:
+    async def add_scripts(request: Request[Any, Any, Any]) -> Response[JSON]:
         data = await request.json()
         items = data if isinstance(data, list) else [data]
-        added = [book.add(item) for item in items]
-        return {"registered": [s.match for s in added]}
+        try:
+            scripts = [parse_script(item) for item in items]
+        except ValueError as exc:
+            return Response({"error": str(exc)}, status_code=400)
+        return Response({"registered": [book.add(s).match for s in scripts]}, status_code=201)
 
     @delete("/_scripts", status_code=204)
     async def clear_scripts() -> None:
@@ -489,7 +518,7 @@ def load_scripts(path: str | Path) -> list[Script]:
     """Scripts from a JSON file holding one script or a list of them."""
     data = json.loads(Path(path).read_text())
     items = data if isinstance(data, list) else [data]
-    return [msgspec.convert(item, Script) for item in items]
+    return [parse_script(item) for item in items]
 
 
 class ModelServer:
@@ -512,7 +541,7 @@ class ModelServer:
         return f"http://{self.host}:{self.port}"
 
     def add_script(self, match: str, turns: Sequence[Mapping[str, Any]]) -> Script:
-        return self.book.add(Script(match=match, turns=[dict(t) for t in turns]))
+        return self.book.add(parse_script({"match": match, "turns": [dict(t) for t in turns]}))
 
     def requests(self, match: str | None = None) -> list[JSON]:
         return self.book.requests(match)
