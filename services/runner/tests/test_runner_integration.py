@@ -510,3 +510,20 @@ async def test_a_superseded_attempt_stops_appending_and_pushes_nothing(
     assert (state.attempt, state.runner_id, state.status) == (2, "runner-z", Status.HYDRATING)
     assert not kit.git_ok(origin, "rev-parse", "--verify", f"refs/heads/bgagent/{task_id}")
     assert len(model_server.requests(tag)) == 1
+
+
+async def test_build_junk_is_never_committed(kit: Any, model_server: ModelServer, origin: Path) -> None:
+    tag = f"junk-{ULID()}"
+    command = (
+        "mkdir -p __pycache__ .pytest_cache && touch __pycache__/m.pyc .pytest_cache/x a.pyc"
+        " && echo y > keep.txt"
+    )
+    model_server.add_script(tag, [{"tool_uses": [bash(command)]}, {"text": "ok"}])
+    await kit.start_runner(kit.settings)
+    task_id = await kit.submit(str(origin), f"{tag} junk")
+
+    state = await kit.wait_terminal(task_id)
+
+    assert state.result == "branch_pushed"
+    files = kit.git(origin, "ls-tree", "-r", "--name-only", f"bgagent/{task_id}").splitlines()
+    assert sorted(files) == ["README.md", "app.py", "keep.txt"]

@@ -69,6 +69,7 @@ async def test_bash_env_is_scrubbed_of_secrets(ws: Path) -> None:
     assert "GITHUB_TOKEN" not in out.text
     assert "FOO=" not in out.text
     assert f"HOME={ws.parent / 'home'}" in out.text
+    assert "PYTHONDONTWRITEBYTECODE=1" in out.text
 
 
 async def test_bash_cancel_kills_the_running_command(ws: Path) -> None:

@@ -52,6 +52,9 @@ def scrubbed_env(home: Path, base: Mapping[str, str] | None = None) -> dict[str,
         GIT_COMMITTER_NAME="bgagent",
         GIT_COMMITTER_EMAIL="bgagent@localhost",
         PAGER="cat",
+        # No .pyc files: they would be committed in repos without a .gitignore, and a same-size
+        # edit within one second would leave a stale cache that hides the fix from the tests.
+        PYTHONDONTWRITEBYTECODE="1",
     )
     return env
 

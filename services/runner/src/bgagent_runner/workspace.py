@@ -26,6 +26,8 @@ from .settings import Settings
 logger = logging.getLogger(__name__)
 
 GIT_TIMEOUT_S = 300.0
+# Never committed, even in repositories without a .gitignore (written to .git/info/exclude).
+DEFAULT_EXCLUDES = ("__pycache__/", "*.py[cod]", ".pytest_cache/", ".mypy_cache/", ".ruff_cache/")
 IDENTITY = ("bgagent", "bgagent@localhost")
 
 
@@ -171,6 +173,7 @@ async def clone(settings: Settings, ref: RepoRef, root: Path) -> tuple[Git, Path
     await git.run("clone", "--quiet", "--no-tags", ref.clone_url, str(repo_dir), cwd=root)
     await git.run("config", "user.name", IDENTITY[0])
     await git.run("config", "user.email", IDENTITY[1])
+    await asyncio.to_thread(_add_excludes, repo_dir)
     return git, repo_dir, home
 
 
@@ -212,6 +215,13 @@ async def push(git: Git, branch: str, *, force: bool) -> None:
     if force:
         args.insert(1, "--force")
     await git.run(*args)
+
+
+def _add_excludes(repo_dir: Path) -> None:
+    exclude = repo_dir / ".git" / "info" / "exclude"
+    exclude.parent.mkdir(parents=True, exist_ok=True)
+    with exclude.open("a", encoding="utf-8") as f:
+        f.write("\n# bgagent defaults\n" + "\n".join(DEFAULT_EXCLUDES) + "\n")
 
 
 def _fresh_dir(root: Path) -> None:
