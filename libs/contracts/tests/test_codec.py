@@ -159,3 +159,13 @@ def test_to_builtins_and_encode_json_agree(make: Any) -> None:
         plain = to_builtins(event)
         assert plain["type"] == event_type(event)
         assert json.loads(encode_json(event)) == json.loads(json.dumps(plain))
+
+
+def test_a_timestamp_without_offset_is_malformed(make: Any) -> None:
+    """A naive ts would make duration and wall-clock arithmetic raise later, far from the cause."""
+    wire = _submitted_wire(make)
+    wire["ts"] = "2025-05-06T07:08:09"
+    with pytest.raises(MalformedEventError, match=r"timezone.*\$\.ts"):
+        decode_event(json.dumps(wire).encode())
+    wire["ts"] = "2025-05-06T07:08:09+02:00"
+    assert decode_event(json.dumps(wire).encode()).ts.utcoffset() is not None

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -30,10 +30,14 @@ class Actor(enum.StrEnum):
     RECONCILER = "reconciler"
 
 
+AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
+"""A timestamp with its offset: decoding refuses a naive one (it would break duration arithmetic)."""
+
+
 class _Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
     task_id: str
     event_id: str
-    ts: datetime
+    ts: AwareDatetime
     actor: str
 
 
