@@ -86,9 +86,19 @@ class Projectors:
 
     async def stop_all(self) -> None:
         for task in self._tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await stop_task(task)
+
+
+async def stop_task(task: asyncio.Task[Any]) -> None:
+    """Cancel until done (on 3.11 a cancellation can be lost inside ``asyncio.wait_for``)."""
+    for _ in range(50):
+        if task.done():
+            break
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.1)
+    assert task.done(), "task did not stop"
+    with contextlib.suppress(asyncio.CancelledError):
+        task.result()
 
 
 @pytest.fixture
@@ -259,5 +269,6 @@ def q() -> Any:
         append_all=append_all,
         checkpoint=checkpoint,
         snapshot=snapshot,
+        stop_task=stop_task,
         wait_until=_wait_until,
     )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Any
 
 import msgspec
@@ -135,8 +134,7 @@ async def test_restarted_projector_continues_from_checkpoint_without_duplicates(
     writer = asyncio.create_task(_append_many(event_store, writer_tasks, q))
     await q.wait_until(lambda: _checkpoint_above(pool, q, 20))
     first_task.cancel()  # stopped mid-way while the writer keeps appending
-    with contextlib.suppress(asyncio.CancelledError):
-        await first_task
+    await q.stop_task(first_task)
     stopped_at = await q.checkpoint(pool)
     await writer
     last = await _stream_last(event_store)

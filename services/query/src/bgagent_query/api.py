@@ -8,7 +8,8 @@ from typing import Any
 
 import asyncpg
 from litestar import Litestar, Request, Response, get
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
+from litestar.params import FromPath, FromQuery
 
 from bgagent_contracts import Status
 from bgagent_contracts.auth import Principal, TokenTable
@@ -97,11 +98,11 @@ def create_app(
 
     @get("/v1/tasks")
     async def list_tasks(
-        principal: Principal,
-        status: str | None = None,
-        repo: str | None = None,
-        limit: str | None = None,
-        before: str | None = None,
+        principal: NamedDependency[Principal],
+        status: FromQuery[str | None] = None,
+        repo: FromQuery[str | None] = None,
+        limit: FromQuery[str | None] = None,
+        before: FromQuery[str | None] = None,
     ) -> dict[str, Any]:
         """Tasks newest first; users see their own, admins all."""
         page_size = _int_param(
@@ -122,7 +123,9 @@ def create_app(
         return {"data": data, "pagination": {"next_before": next_before, "has_more": page.has_more}}
 
     @get("/v1/tasks/{task_id:str}")
-    async def get_task(principal: Principal, task_id: str, min_seq: str | None = None) -> dict[str, Any]:
+    async def get_task(
+        principal: NamedDependency[Principal], task_id: FromPath[str], min_seq: FromQuery[str | None] = None
+    ) -> dict[str, Any]:
         """One task; another user's task is 404."""
         tid = _task_id("task_id", task_id)
         await _wait(min_seq)
@@ -135,11 +138,11 @@ def create_app(
 
     @get("/v1/tasks/{task_id:str}/events")
     async def list_events(
-        principal: Principal,
-        task_id: str,
-        after: str | None = None,
-        limit: str | None = None,
-        min_seq: str | None = None,
+        principal: NamedDependency[Principal],
+        task_id: FromPath[str],
+        after: FromQuery[str | None] = None,
+        limit: FromQuery[str | None] = None,
+        min_seq: FromQuery[str | None] = None,
     ) -> dict[str, Any]:
         """A task's events after ``after`` (a stream sequence), oldest first."""
         tid = _task_id("task_id", task_id)

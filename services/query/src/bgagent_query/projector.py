@@ -41,6 +41,15 @@ class _Restart(Exception):
     """The stored checkpoint moved under us (a rebuild): start over from it."""
 
 
+async def _stop(task: asyncio.Task[None]) -> None:
+    """Cancel until done: on 3.11 a cancellation can be lost inside ``wait_for`` (nats-py ``next_msg``)."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.5)
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        task.result()
+
+
 class Projector:
     def __init__(
         self,
@@ -108,9 +117,7 @@ class Projector:
         except _Restart:
             logger.info("projector %s: checkpoint moved (rebuild?); restarting from it", self._name)
         finally:
-            feeder.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await feeder
+            await _stop(feeder)
 
     async def _feed(self, queue: asyncio.Queue[Delivered | _FeedFailed], after: int) -> None:
         try:
@@ -136,7 +143,9 @@ class Projector:
                 if wait <= 0:
                     break
                 try:
-                    item = await asyncio.wait_for(queue.get(), wait)
+                    # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation.
+                    async with asyncio.timeout(wait):
+                        item = await queue.get()
                 except TimeoutError:
                     break
             if isinstance(item, _FeedFailed):

@@ -10,6 +10,8 @@ resumes from it.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from datetime import UTC, datetime
@@ -20,6 +22,7 @@ import msgspec
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from bgagent_contracts import TaskState
@@ -93,6 +96,55 @@ async def rebuild(
     return report
 
 
+class _Replay:
+    """Consumes the ordered consumer's callbacks: decode, fold, buffer rows, COPY every ``chunk``."""
+
+    def __init__(self, conn: Any, prefix: str, target: int, chunk: int, states: dict[str, TaskState]) -> None:
+        self.conn = conn
+        self.prefix = prefix
+        self.target = target
+        self.chunk = chunk
+        self.states = states
+        self.out = Decoded()
+        self.now = datetime.now(UTC)
+        self.events = 0
+        self.last = 0
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def on_msg(self, msg: Msg) -> None:
+        if self.done.done():
+            return
+        try:
+            meta = msg.metadata
+            seq = meta.sequence.stream
+            if seq <= self.last:
+                return  # redelivered after an ordered-consumer reset
+            self.last = seq
+            out = self.out
+            if (
+                add_message(
+                    out, Delivered(seq=seq, subject=msg.subject, data=msg.data), self.prefix, self.now
+                )
+                is None
+            ):
+                task_id = out.events[-1][1]
+                record = out.by_task.pop(task_id)[0]
+                state = fold_recorded((record,), self.states.get(task_id))
+                if state is not None:
+                    self.states[task_id] = state
+            if len(out.events) >= self.chunk:
+                await self.flush()
+            if seq >= self.target or meta.num_pending == 0:
+                self.done.set_result(None)
+        except Exception as exc:  # noqa: BLE001 - nats-py would only log it; the rebuild must fail
+            self.done.set_exception(exc)
+
+    async def flush(self) -> None:
+        self.events += len(self.out.events)
+        await store.copy_events(self.conn, self.out.events)
+        self.out.events.clear()
+
+
 async def _replay(
     conn: Any,
     nc: Client,
@@ -102,49 +154,34 @@ async def _replay(
     states: dict[str, TaskState],
     chunk: int,
 ) -> tuple[int, int, int]:
+    replay = _Replay(conn, prefix, target, chunk, states)
     js = nc.jetstream()
     sub = await js.subscribe(
         all_tasks_filter(prefix),
         stream=stream,
+        cb=replay.on_msg,
         ordered_consumer=True,
         idle_heartbeat=2.0,
         config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL, inactive_threshold=60.0),
     )
-    now = datetime.now(UTC)
-    out = Decoded()
-    events = poison = 0
-    last = 0
     try:
-        while True:
-            try:
-                msg = await sub.next_msg(timeout=REPLAY_TIMEOUT_S)
-            except nats.errors.TimeoutError as exc:
-                raise RebuildError(f"replay of {stream} stalled after seq {last} (target {target})") from exc
-            meta = msg.metadata
-            seq = meta.sequence.stream
-            last = seq
-            if add_message(out, Delivered(seq=seq, subject=msg.subject, data=msg.data), prefix, now) is None:
-                task_id = out.events[-1][1]
-                record = out.by_task.pop(task_id)[0]
-                state = fold_recorded((record,), states.get(task_id))
-                if state is not None:
-                    states[task_id] = state
-            if len(out.events) >= chunk:
-                events += len(out.events)
-                await store.copy_events(conn, out.events)
-                out.events.clear()
-            if seq >= target or meta.num_pending == 0:
-                break
+        seen = -1
+        while not replay.done.done():
+            if replay.last == seen:
+                raise RebuildError(f"replay of {stream} stalled after seq {seen} (target {target})")
+            seen = replay.last
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(REPLAY_TIMEOUT_S):
+                    await asyncio.shield(replay.done)
+        replay.done.result()
     finally:
         try:
             await sub.unsubscribe()
         except (nats.errors.Error, nats.js.errors.Error) as exc:
             logger.debug("unsubscribe failed: %s", exc)
-    events += len(out.events)
-    await store.copy_events(conn, out.events)
-    poison = len(out.poison)
-    await store.insert_poison(conn, out.poison)
-    return events, poison, last
+    await replay.flush()
+    await store.insert_poison(conn, replay.out.poison)
+    return replay.events, len(replay.out.poison), replay.last
 
 
 async def rebuild_from_urls(

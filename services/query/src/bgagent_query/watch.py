@@ -78,7 +78,8 @@ class ProjectionWatch:
                     raise ProjectionLagError(min_seq, self._seq, time.monotonic() - started)
                 changed = self._changed
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(changed.wait(), min(self._poll_s, remaining))
+                    async with asyncio.timeout(min(self._poll_s, remaining)):
+                        await changed.wait()
                 if self._seq < min_seq:
                     await self.refresh()
             return self._seq
