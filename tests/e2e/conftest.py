@@ -127,7 +127,7 @@ def e2e(tmp_path_factory: pytest.TempPathFactory, nats_url: str, database_url: s
         github_api_url=github.api_url,
         github_git_url=github.git_url,
         github_token=GH_TOKEN,
-        extra_env={"BGAGENT_RUNNER_SLOTS": "4", "BGAGENT_LOG_LEVEL": "DEBUG"},
+        extra_env={"BGAGENT_RUNNER_SLOTS": "4", "BGAGENT_LOG_LEVEL": "INFO"},
     )
     stack = Stack(spec)
     stack.start()

@@ -94,25 +94,37 @@ def test_github_task_gets_one_pr_and_one_comment_ending_completed(e2e: E2E) -> N
     e2e.github.create_repo(
         "acme", "calc", {"calc.py": "def add(a, b):\n    return a - b\n", "README.md": "x\n"}
     )
+    issue = e2e.github.create_issue("acme", "calc", "add() subtracts")
     token = e2e.script(FIX_TURNS[2:])  # straight to the fix, then done
     done = e2e.cli(
-        "submit", "--repo", "acme/calc", "--issue", "7", "--task", f"fix add {token}", "--watch", "-o", "json"
+        "submit",
+        "--repo",
+        "acme/calc",
+        "--issue",
+        str(issue),
+        "--task",
+        f"fix add {token}",
+        "--watch",
+        "-o",
+        "json",
     )
     assert done.returncode == 0, done.stderr
     task_id = json.loads(done.stdout.splitlines()[0])["task_id"]
     state = e2e.github.state()
-    prs = [p for p in state["pulls"] if p["head"] == f"bgagent/{task_id}"]
+    prs = [p for p in state["pulls"] if p["head"]["ref"] == f"bgagent/{task_id}"]
     assert len(prs) == 1
     task = e2e.wait_status(task_id, "COMPLETED")
     assert task["pr_url"] == prs[0]["html_url"]
 
     def final_comment() -> list[dict[str, Any]] | None:
-        comments = [c for c in e2e.github.state()["comments"] if task_id in c["body"]]
+        comments = [
+            c for c in e2e.github.state()["comments"] if not c["deleted"] and task_id in (c["body"] or "")
+        ]
         return comments if comments and "COMPLETED" in comments[-1]["body"] else None
 
     comments = wait_until(final_comment, 20, "the issue comment to show COMPLETED")
     assert len(comments) == 1
-    assert comments[0]["issue_number"] == 7
+    assert comments[0]["issue_number"] == issue
     assert prs[0]["html_url"] in comments[0]["body"]
 
 
