@@ -1,0 +1,157 @@
+"""The comment body, rendered from a folded task state (pure: no I/O, no clock).
+
+Everything that comes from a task (repo, messages, URLs) is treated as untrusted: table cells
+are escaped, free text goes into code spans (no Markdown, no HTML, no @-mentions), and the
+pull request becomes a link only when its URL is a plain http(s) URL.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+
+from bgagent_contracts import Status, TaskState
+
+MAX_BODY_CHARS = 60_000
+MAX_CELL_CHARS = 1_000
+TRUNCATED = "\n\n_(comment truncated)_"
+
+_REPO = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+_UNSAFE_URL_CHARS = re.compile(r"[\s)|\]\"<>`]")
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+!|~])")
+
+
+def marker(task_id: str) -> str:
+    """The hidden line that identifies a task's comment on GitHub."""
+    return f"<!-- bgagent:task-id={_strip_comment_breakers(task_id)} -->"
+
+
+def target_of(state: TaskState) -> tuple[str, int] | None:
+    """``(owner/name, number)`` of the issue or PR the task came from; None when not routable."""
+    if not _REPO.match(state.repo or "") or ".." in state.repo:
+        return None
+    number = state.pr_number or state.issue_number
+    if number is None or number <= 0:
+        return None
+    return state.repo, number
+
+
+def safe_url(url: str | None) -> str | None:
+    """The URL if it is a plain http(s) URL that cannot break out of a Markdown link, else None."""
+    if not url or not url.lower().startswith(("https://", "http://")):
+        return None
+    if _UNSAFE_URL_CHARS.search(url) or len(url) > 2000:
+        return None
+    return url
+
+
+def text_cell(text: str, limit: int = MAX_CELL_CHARS) -> str:
+    """Plain text for a table cell: one line, Markdown specials escaped, mentions defused."""
+    flat = " ".join(text.split())
+    if len(flat) > limit:
+        flat = flat[:limit] + "…"
+    escaped = _MARKDOWN_SPECIAL.sub(r"\\\1", flat)
+    return escaped.replace("@", "@\u200b")
+
+
+def code_cell(text: str, limit: int = MAX_CELL_CHARS) -> str:
+    """Text as an inline code span inside a table cell (pipes escaped, backticks replaced)."""
+    flat = " ".join(text.split())
+    if len(flat) > limit:
+        flat = flat[:limit] + "…"
+    flat = flat.replace("`", "'").replace("|", "\\|")
+    return f"`{flat}`" if flat else "—"
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    seconds = max(0.0, seconds)
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    whole = int(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h {minutes:02d}m {secs:02d}s"
+    return f"{minutes}m {secs:02d}s"
+
+
+def format_ts(ts: datetime | None) -> str:
+    if ts is None:
+        return "—"
+    return ts.strftime("%Y-%m-%d %H:%M:%S UTC") if ts.utcoffset() is not None else ts.isoformat()
+
+
+def _strip_comment_breakers(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]", "", text)
+
+
+def _pull_request_cell(state: TaskState) -> str | None:
+    number = state.pr_number_opened
+    url = state.pr_url
+    if number is None and url is None:
+        return None
+    label = f"#{number}" if number is not None else "pull request"
+    link = safe_url(url)
+    if link is not None:
+        return f"[{label}]({link})"
+    if url:
+        return f"{label} {code_cell(url, 300)}"
+    return label
+
+
+def _duration_cell(state: TaskState) -> str:
+    if state.duration_s is not None:
+        return format_duration(state.duration_s)
+    if state.status is Status.SUBMITTED:
+        return "queued"
+    return f"running since {format_ts(state.started_at)}" if state.started_at else "running"
+
+
+def _cost_cell(state: TaskState) -> str:
+    cost = f"${state.cost_usd:.4f}"
+    if state.max_budget_usd is not None:
+        cost += f" of ${state.max_budget_usd:.2f} budget"
+    return cost
+
+
+def render_comment(state: TaskState) -> str:
+    """The whole comment body for a task; at most MAX_BODY_CHARS characters."""
+    status = state.status.value
+    rows: list[tuple[str, str]] = [
+        ("Task", code_cell(state.task_id, 64)),
+        ("Repo", code_cell(state.repo, 200)),
+        ("Status", f"**{status}**"),
+    ]
+    if state.last_event_type:
+        last = f"{text_cell(state.last_event_type, 64)} @ {format_ts(state.last_event_at)}"
+        rows.append(("Last event", last))
+    pr = _pull_request_cell(state)
+    if pr is not None:
+        rows.append(("Pull request", pr))
+    rows.append(("Duration", _duration_cell(state)))
+    rows.append(("Cost", _cost_cell(state)))
+    rows.append(("Turn", f"{state.turn}/{state.max_turns}"))
+    if state.status is Status.COMPLETED and state.result:
+        rows.append(("Result", code_cell(state.result, 200)))
+    if state.status in (Status.FAILED, Status.TIMED_OUT, Status.CANCELLED) and (
+        state.error_code or state.error_message
+    ):
+        detail = state.error_message or ""
+        code = state.error_code or "ERROR"
+        label = "Reason" if state.status is Status.CANCELLED else "Error"
+        rows.append((label, code_cell(f"{code}: {detail}")))
+    lines = [
+        marker(state.task_id),
+        f"### bgagent — {status}",
+        "",
+        "| | |",
+        "|---|---|",
+        *(f"| {name} | {value} |" for name, value in rows),
+        "",
+    ]
+    body = "\n".join(lines)
+    if len(body) > MAX_BODY_CHARS:
+        body = body[: MAX_BODY_CHARS - len(TRUNCATED)] + TRUNCATED
+    return body
