@@ -10,6 +10,7 @@ import pytest
 from ulid import ULID
 
 from bgagent_contracts import PrOpened, PrUpdated, ReviewPosted, Status, TaskType, encode_event
+from bgagent_runner.forge import GitHubForge
 from bgagent_testing.fake_github import FakeGitHub
 from bgagent_testing.model_server import ModelServer
 
@@ -160,3 +161,44 @@ async def test_pr_review_posts_a_review_and_never_pushes(
     assert reviews[0]["body"].startswith("Looks good; consider a test for greet().")
     posted = [e for e in await kit.events(review_id) if isinstance(e, ReviewPosted)]
     assert [p.pr_number for p in posted] == [number]
+
+
+async def test_transient_github_errors_are_retried(
+    kit: Any, github: FakeGitHub, model_server: ModelServer
+) -> None:
+    tag = f"flaky-{ULID()}"
+    model_server.add_script(tag, [{"tool_uses": [edit("app.py", "'hi'", "'hello'")]}, {"text": "done"}])
+    github.inject(502, path_prefix="/repos/acme/widgets/pulls", method="POST")
+    github.inject(429, retry_after=0, path_prefix="/repos/acme/widgets/pulls", method="GET")
+    await kit.start_runner(gh_settings(kit, github, model_server))
+    task_id = await kit.submit("acme/widgets", f"{tag} flaky forge")
+
+    state = await kit.wait_terminal(task_id, timeout=15)
+
+    assert state.status is Status.COMPLETED, (state.error_code, state.error_message)
+    assert state.result == "pr_opened"
+    assert len(github.pulls()) == 1
+
+
+async def test_a_forge_that_keeps_failing_fails_the_task_and_says_the_branch_was_pushed(
+    kit: Any, github: FakeGitHub, model_server: ModelServer
+) -> None:
+    tag = f"down-{ULID()}"
+    model_server.add_script(tag, [{"tool_uses": [edit("app.py", "'hi'", "'hello'")]}, {"text": "done"}])
+    github.inject(500, times=None, path_prefix="/repos/acme/widgets/pulls", method="POST")
+    forge = GitHubForge(github.api_url, github.token, retry_base_s=0.05)
+    try:
+        await kit.start_runner(gh_settings(kit, github, model_server), forge=forge)
+        task_id = await kit.submit("acme/widgets", f"{tag} forge down")
+
+        state = await kit.wait_terminal(task_id, timeout=15)
+    finally:
+        await forge.aclose()
+
+    assert state.status is Status.FAILED
+    assert state.error_code == "FORGE_ERROR"
+    branch = f"bgagent/{task_id}"
+    assert f"pushed {branch}" in (state.error_message or "")
+    assert "answered 500" in (state.error_message or "")
+    assert github.branch_sha("acme", "widgets", branch) is not None
+    assert github.pulls() == []

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from typing import Any, Protocol
 
 import httpx
@@ -60,7 +62,19 @@ def _pull(data: dict[str, Any]) -> PullRequest:
 class GitHubForge:
     """GitHub REST v3 over httpx (``BGAGENT_GITHUB_API_URL``), bearer-token auth."""
 
-    def __init__(self, api_url: str, token: str | None, *, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        api_url: str,
+        token: str | None,
+        *,
+        timeout: float = 30.0,
+        attempts: int = 4,
+        retry_base_s: float = 0.5,
+        max_wait_s: float = 30.0,
+    ) -> None:
+        self._attempts = attempts
+        self._retry_base_s = retry_base_s
+        self._max_wait_s = max_wait_s
         headers = {"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": "2022-11-28"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
@@ -70,13 +84,45 @@ class GitHubForge:
         await self._client.aclose()
 
     async def _call(self, method: str, path: str, **kwargs: Any) -> Any:
-        try:
-            response = await self._client.request(method, path, **kwargs)
-        except httpx.HTTPError as exc:
-            raise ForgeError(f"GitHub {method} {path} failed: {exc!r}") from exc
+        """One REST call; 5xx, connection errors and rate limits are retried with backoff."""
+        for attempt in range(1, self._attempts + 1):
+            last = attempt == self._attempts
+            try:
+                response = await self._client.request(method, path, **kwargs)
+            except httpx.HTTPError as exc:
+                if last:
+                    raise ForgeError(f"GitHub {method} {path} failed: {exc!r}") from exc
+                await asyncio.sleep(self._retry_base_s * 2.0 ** (attempt - 1))
+                continue
+            wait = self._retry_wait(response, attempt)
+            if wait is None or last:
+                break
+            logger.warning(
+                "GitHub %s %s answered %d; retrying in %.1fs", method, path, response.status_code, wait
+            )
+            await asyncio.sleep(wait)
         if response.status_code >= 400:
             raise ForgeError(f"GitHub {method} {path} answered {response.status_code}: {response.text[:300]}")
         return response.json()
+
+    def _retry_wait(self, response: httpx.Response, attempt: int) -> float | None:
+        """Seconds to wait before retrying, or None when the answer is final."""
+        status = response.status_code
+        headers = response.headers
+        backoff = self._retry_base_s * 2.0 ** (attempt - 1)
+        if status >= 500:
+            return backoff
+        if status not in (403, 429):
+            return None
+        if "retry-after" in headers:
+            wait = float(headers["retry-after"])
+        elif headers.get("x-ratelimit-remaining") == "0" and "x-ratelimit-reset" in headers:
+            wait = float(headers["x-ratelimit-reset"]) - time.time()
+        elif status == 429:
+            wait = backoff
+        else:
+            return None  # a plain 403 is a permission problem, not a limit
+        return min(max(wait, backoff), self._max_wait_s)
 
     async def get_issue(self, owner: str, name: str, number: int) -> Issue:
         data = await self._call("GET", f"/repos/{owner}/{name}/issues/{number}")

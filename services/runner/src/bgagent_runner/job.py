@@ -35,7 +35,7 @@ from bgagent_contracts.preview import redact
 from bgagent_contracts.subjects import task_subject
 
 from .agent import Agent, AgentResult, Outcome
-from .errors import ForgeUnsupportedError, RunnerError
+from .errors import ForgeError, ForgeUnsupportedError, RunnerError
 from .forge import Forge, Issue, PullRequest
 from .prompts import commit_message, pr_body, pr_title, system_prompt, task_message
 from .session import AttemptSuperseded, TaskSession
@@ -267,16 +267,23 @@ class Job:
             events.append(
                 Milestone(**common(), name="branch_pushed", detail=f"pushed {ws.branch} to {state.repo}")
             )
-            pull = await self.forge.find_open_pull(ws.ref.owner, ws.ref.name, ws.branch)
-            if pull is None:
-                pull = await self.forge.open_pull(
-                    ws.ref.owner,
-                    ws.ref.name,
-                    head=ws.branch,
-                    base=ws.base_branch,
-                    title=pr_title(state),
-                    body=pr_body(state, summary),
-                )
+            try:
+                pull = await self.forge.find_open_pull(ws.ref.owner, ws.ref.name, ws.branch)
+                opened = pull is None
+                if pull is None:
+                    pull = await self.forge.open_pull(
+                        ws.ref.owner,
+                        ws.ref.name,
+                        head=ws.branch,
+                        base=ws.base_branch,
+                        title=pr_title(state),
+                        body=pr_body(state, summary),
+                    )
+            except ForgeError as exc:
+                raise ForgeError(
+                    f"pushed {ws.branch} ({sha[:12]}), but the pull request failed: {exc}"
+                ) from exc
+            if opened:
                 events.append(PrOpened(**common(), pr_number=pull.number, pr_url=pull.url, branch=ws.branch))
                 result = "pr_opened"
             else:
