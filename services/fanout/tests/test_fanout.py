@@ -285,6 +285,20 @@ async def test_rate_limit_waits_and_the_final_state_lands(
     assert len(github.comments(include_deleted=True)) == 1
 
 
+async def test_server_errors_are_retried_with_backoff(
+    harness: Harness, github: FakeGitHub, event_store: JetStreamEventStore
+) -> None:
+    _, client = await harness.start()
+    github.inject(502, times=2, path_prefix="/repos/acme/widgets/issues/", method="POST")
+    task = TaskWriter(event_store, issue_number=github.create_issue("acme", "widgets"))
+    await task.emit(task.submitted(), *task.start())
+    await wait_until(harness.body_has("**RUNNING**"), what="the comment after two 502s")
+    posts = [e["status"] for e in github.request_log() if e["route"] == POST]
+    assert posts == [502, 502, 201]
+    assert client.retried == 2
+    assert len(github.comments(include_deleted=True)) == 1
+
+
 async def test_malformed_message_is_skipped_and_later_events_processed(
     harness: Harness,
     github: FakeGitHub,
@@ -386,3 +400,23 @@ async def test_service_process_serves_until_sigterm(
             proc.send_signal(signal.SIGTERM)
             _, err = await asyncio.to_thread(proc.communicate, timeout=15)
     assert proc.returncode == 0, err.decode()[-2000:]
+
+
+async def test_two_instances_racing_keep_a_single_comment(
+    github: FakeGitHub, nc: Client, provisioned: NatsSettings
+) -> None:
+    kv = await nc.jetstream().key_value(comments_bucket(provisioned.prefix))
+    issue = github.create_issue("acme", "widgets")
+    clients = [GitHubClient(github.api_url, TOKEN) for _ in range(2)]
+    try:
+        keepers = [CommentKeeper(client, CommentIds(kv)) for client in clients]
+        task_id = new_id()
+        ids = await asyncio.gather(
+            *(k.upsert(task_id, "acme/widgets", issue, f"body from {i}") for i, k in enumerate(keepers))
+        )
+    finally:
+        for client in clients:
+            await client.aclose()
+    live = github.comments()
+    assert len(live) == 1
+    assert ids[0] == ids[1] == live[0]["id"]

@@ -9,8 +9,12 @@ import signal
 import sys
 from pathlib import Path
 
-from bgagent_contracts.subjects import comments_bucket
-from bgagent_eventstore import JetStreamEventStore, connect
+import nats.js.errors
+from nats.js import JetStreamContext
+from nats.js.kv import KeyValue
+
+from bgagent_contracts.subjects import comments_bucket, fanout_consumer
+from bgagent_eventstore import JetStreamEventStore, connect, provision
 
 from .comments import CommentIds, CommentKeeper
 from .consumer import Fanout
@@ -18,6 +22,22 @@ from .github import GitHubClient
 from .settings import Settings
 
 logger = logging.getLogger("bgagent_fanout")
+
+
+async def _provisioned(js: JetStreamContext, settings: Settings) -> KeyValue:
+    """The comments bucket, after checking the stream and our consumer exist (or creating them)."""
+    if settings.auto_provision:
+        await provision(js, settings.nats)
+    bucket = comments_bucket(settings.nats.prefix)
+    consumer = fanout_consumer(settings.nats.prefix)
+    try:
+        await js.consumer_info(settings.nats.stream, consumer)
+        return await js.key_value(bucket)
+    except nats.js.errors.NotFoundError as exc:
+        raise SystemExit(
+            f"fanout: stream {settings.nats.stream!r}, consumer {consumer!r} or KV bucket {bucket!r} "
+            "does not exist; run `bgagent admin init` (or set BGAGENT_AUTO_PROVISION=true)"
+        ) from exc
 
 
 async def serve(settings: Settings, stopping: asyncio.Event) -> None:
@@ -34,7 +54,7 @@ async def serve(settings: Settings, stopping: asyncio.Event) -> None:
     )
     try:
         js = nc.jetstream()
-        kv = await js.key_value(comments_bucket(settings.nats.prefix))
+        kv = await _provisioned(js, settings)
         store = JetStreamEventStore(nc, stream=settings.nats.stream, prefix=settings.nats.prefix)
         fanout = Fanout(
             nc,

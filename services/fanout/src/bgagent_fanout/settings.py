@@ -12,6 +12,15 @@ from bgagent_eventstore import NatsSettings
 DEFAULT_GITHUB_API_URL = "https://api.github.com"
 
 
+def _flag(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"not a boolean: {value!r}")
+
+
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
     nats: NatsSettings
     github_token: str = ""
@@ -30,6 +39,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     backoff_max_s: float = 30.0
     """Cap of the exponential backoff after 5xx answers and network errors."""
     http_timeout_s: float = 30.0
+    auto_provision: bool = False
+    """Create the stream, consumers and buckets at start (``BGAGENT_AUTO_PROVISION``), as admin init does."""
     ready_file: str | None = None
     log_level: str = "INFO"
 
@@ -51,6 +62,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             secondary_wait_s=float(e.get("BGAGENT_FANOUT_SECONDARY_WAIT_S", "60")),
             backoff_max_s=float(e.get("BGAGENT_FANOUT_BACKOFF_MAX_S", "30")),
             http_timeout_s=float(e.get("BGAGENT_FANOUT_HTTP_TIMEOUT_S", "30")),
+            auto_provision=_flag(e.get("BGAGENT_AUTO_PROVISION", "false")),
             ready_file=e.get("BGAGENT_READY_FILE") or None,
             log_level=e.get("BGAGENT_LOG_LEVEL", "INFO").upper(),
         )
