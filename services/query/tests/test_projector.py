@@ -11,7 +11,7 @@ from nats.aio.client import Client
 
 from bgagent_contracts import TaskState, decode_event
 from bgagent_contracts.subjects import task_subject
-from bgagent_eventstore import JetStreamEventStore, NatsSettings
+from bgagent_eventstore import JetStreamEventStore, NatsSettings, provision
 from bgagent_query.migrations import migrate
 from bgagent_query.rebuild import rebuild
 
@@ -207,6 +207,41 @@ async def test_migrations_apply_once(db_url: str) -> None:
         versions = await conn.fetch("SELECT version FROM schema_migrations")
     finally:
         await conn.close()
-    assert first == [1]
+    assert first == [1, 2]
     assert second == []
-    assert [r["version"] for r in versions] == [1]
+    assert sorted(r["version"] for r in versions) == [1, 2]
+
+
+async def test_projector_rebuilds_when_the_stream_was_recreated(
+    event_store: JetStreamEventStore,
+    pool: Any,
+    projectors: Any,
+    nc: Client,
+    provisioned: NatsSettings,
+    q: Any,
+) -> None:
+    """A checkpoint from a deleted stream must not make the projector skip the new stream's events."""
+    _, task = await projectors.start()
+    for _ in range(3):
+        await q.append_all(event_store, q.lifecycle(turns=2))
+    old_last = await _stream_last(event_store)
+    await q.wait_until(lambda: _reached(pool, q, old_last))
+    await q.stop_task(task)
+
+    js = nc.jetstream()
+    await js.delete_stream(provisioned.stream)
+    await provision(js, provisioned)
+    fresh = q.lifecycle(turns=0)
+    await q.append_all(event_store, fresh)
+    new_last = await _stream_last(event_store)
+    assert new_last < old_last  # the old checkpoint is past the new stream's end
+
+    await projectors.start()
+    await q.wait_until(lambda: _reached_exactly(pool, q, new_last))
+    snap = await q.snapshot(pool)
+    assert [row[0] for row in snap["task_events"]] == list(range(1, new_last + 1))
+    assert [row[0] for row in snap["tasks"]] == [fresh[0].task_id]
+
+
+async def _reached_exactly(pool: Any, q: Any, seq: int) -> bool:
+    return bool(await q.checkpoint(pool) == seq)

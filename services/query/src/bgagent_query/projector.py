@@ -26,6 +26,7 @@ from bgagent_eventstore import Delivered, follow
 
 from . import store
 from .projection import decode_batch, fold_tasks
+from .rebuild import rebuild, stream_identity
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +105,7 @@ class Projector:
     async def _run_from_checkpoint(self) -> None:
         async with self._pool.acquire() as conn:
             checkpoint = await store.ensure_checkpoint(conn, self._name)
+            checkpoint = await self._check_stream(conn, checkpoint)
         self._cache.clear()
         self._checkpoint = checkpoint
         logger.info("projector %s following %s from seq %d", self._name, self._stream, checkpoint)
@@ -118,6 +120,27 @@ class Projector:
             logger.info("projector %s: checkpoint moved (rebuild?); restarting from it", self._name)
         finally:
             await _stop(feeder)
+
+    async def _check_stream(self, conn: Any, checkpoint: int) -> int:
+        """Rebuild when the checkpoint belongs to another incarnation of the stream."""
+        info = await self._nc.jetstream().stream_info(self._stream)
+        identity = stream_identity(self._stream, info.created)
+        stored = await store.read_stream_id(conn, self._name)
+        if stored is None and checkpoint <= int(info.state.last_seq):
+            await store.set_stream_id(conn, self._name, identity)
+            return checkpoint
+        if stored == identity and checkpoint <= int(info.state.last_seq):
+            return checkpoint
+        logger.warning(
+            "projector %s: checkpoint %d was taken on %s but the stream is now %s (last seq %d); rebuilding",
+            self._name,
+            checkpoint,
+            stored,
+            identity,
+            info.state.last_seq,
+        )
+        report = await rebuild(conn, self._nc, stream=self._stream, prefix=self._prefix, name=self._name)
+        return report.last_seq
 
     async def _feed(self, queue: asyncio.Queue[Delivered | _FeedFailed], after: int) -> None:
         try:

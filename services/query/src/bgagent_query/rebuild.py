@@ -55,6 +55,11 @@ class RebuildReport(msgspec.Struct, frozen=True, kw_only=True):
         return (self.events + self.poison) / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
 
+def stream_identity(stream: str, created: datetime | None) -> str:
+    """A stream's name and creation time: changes when the stream is deleted and created again."""
+    return f"{stream}@{created.isoformat() if created else '?'}"
+
+
 async def rebuild(
     conn: Any,
     nc: Client,
@@ -75,6 +80,7 @@ async def rebuild(
         except nats.js.errors.NotFoundError as exc:
             raise RebuildError(f"stream {stream} does not exist (run `bgagent admin init`)") from exc
         target = int(info.state.last_seq)
+        await store.set_stream_id(conn, name, stream_identity(stream, info.created))
         states: dict[str, TaskState] = {}
         events = poison = 0
         last = target

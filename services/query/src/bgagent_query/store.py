@@ -84,6 +84,16 @@ async def lock_checkpoint(conn: Any, name: str) -> int:
     return int(value)
 
 
+async def read_stream_id(conn: Any, name: str) -> str | None:
+    """The identity of the stream the checkpoint was taken on (None before it was recorded)."""
+    value = await conn.fetchval("SELECT stream_id FROM projector_checkpoint WHERE name = $1", name)
+    return str(value) if value is not None else None
+
+
+async def set_stream_id(conn: Any, name: str, stream_id: str) -> None:
+    await conn.execute("UPDATE projector_checkpoint SET stream_id = $2 WHERE name = $1", name, stream_id)
+
+
 async def set_checkpoint(conn: Any, name: str, seq: int) -> None:
     """Advance the checkpoint and notify readers when the transaction commits."""
     await conn.execute("UPDATE projector_checkpoint SET last_seq = $2 WHERE name = $1", name, seq)
