@@ -527,3 +527,46 @@ async def test_build_junk_is_never_committed(kit: Any, model_server: ModelServer
     assert state.result == "branch_pushed"
     files = kit.git(origin, "ls-tree", "-r", "--name-only", f"bgagent/{task_id}").splitlines()
     assert sorted(files) == ["README.md", "app.py", "keep.txt"]
+
+
+async def _consumer_drained(kit: Any, nc: Any) -> None:
+    s = kit.settings.nats
+    js = nc.jetstream()
+
+    async def drained() -> bool:
+        info = await js.consumer_info(s.stream, runner_consumer(s.prefix))
+        return info.num_pending == 0 and info.num_ack_pending == 0 and info.delivered.stream_seq > 0
+
+    await kit.wait_until(drained)
+
+
+async def test_a_malformed_submission_is_terminated_without_events(kit: Any, nc: Any) -> None:
+    task_id = str(ULID())
+    subject = f"{kit.settings.nats.prefix}.task.{task_id}.task_submitted"
+    await nc.jetstream().publish(subject, b"{not json")
+    await kit.start_runner(kit.settings)
+
+    await _consumer_drained(kit, nc)
+
+    log = await kit.store.read(task_id)
+    assert log.records == ()
+    assert len(log.skipped) == 1
+
+
+async def test_an_already_cancelled_task_is_acked_without_starting(kit: Any, nc: Any, origin: Path) -> None:
+    task_id = await kit.submit(str(origin), "cancelled while queued")
+    cancelled = TaskCancelled(
+        task_id=task_id,
+        event_id=str(ULID()),
+        ts=datetime.now(UTC),
+        actor="admission",
+        cancelled_by="alice",
+    )
+    await kit.store.append(task_id, [cancelled], expected_seq=(await kit.state(task_id)).last_seq)
+    await kit.start_runner(kit.settings)
+
+    await _consumer_drained(kit, nc)
+
+    events = await kit.events(task_id)
+    assert [type(e) for e in events] == [type(events[0]), TaskCancelled]
+    assert not any(isinstance(e, TaskStarted) for e in events)
