@@ -341,6 +341,25 @@ async def test_restart_keeps_the_same_comment(
     assert second.malformed == 0
 
 
+async def test_stop_during_a_rate_limit_wait_hands_the_batch_to_the_next_instance(
+    harness: Harness, github: FakeGitHub, event_store: JetStreamEventStore
+) -> None:
+    await harness.start()
+    task = TaskWriter(event_store, issue_number=github.create_issue("acme", "widgets"))
+    await task.emit(task.submitted())
+    await wait_until(harness.body_has("SUBMITTED"), what="the first comment")
+    github.inject(429, retry_after=600, times=1, method="PATCH")
+    await task.emit(*task.start(), *task.turn(1), *task.finish(turns=1))
+    await wait_until(lambda: any(e["status"] == 429 for e in github.request_log()), what="the rate limit")
+
+    started = time.monotonic()
+    await harness.stop_all()  # must not sit out the 600 s
+    assert time.monotonic() - started < 3
+    await harness.start()
+    await wait_until(harness.body_has("### bgagent — COMPLETED"), what="the next instance to finish the job")
+    assert len(github.comments(include_deleted=True)) == 1
+
+
 async def test_unroutable_and_missing_targets_do_not_stall_others(
     harness: Harness, github: FakeGitHub, event_store: JetStreamEventStore
 ) -> None:

@@ -150,21 +150,25 @@ class Fanout:
             await self._sync_all(touched)
         except GitHubStoppedError:
             self._forget(touched)
-            logger.info("stopping mid-batch; %d message(s) left for redelivery", len(msgs))
+            logger.info("stopping mid-batch; %d message(s) nak'ed for the next instance", len(msgs))
+            await _nak_all(msgs, delay=None)
             return
         except Exception:
             self._forget(touched)
             logger.exception("batch of %d message(s) failed; nak for redelivery", len(msgs))
-            for msg in msgs:
-                with contextlib.suppress(Exception):
-                    await msg.nak(delay=NAK_DELAY_S)
+            await _nak_all(msgs, delay=NAK_DELAY_S)
             return
         finally:
             keepalive.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await keepalive
-        for msg in msgs:
-            await msg.ack()
+        try:
+            for msg in msgs:
+                await msg.ack()
+        except nats.errors.Error as exc:
+            # The edits are done; a redelivery only re-renders (PATCH is idempotent).
+            logger.warning("ack of a batch failed (%r); it will be redelivered", exc)
+            return
         self.batches += 1
         self.processed += len(msgs)
         self.last_acked_seq = max(self.last_acked_seq, msgs[-1].metadata.sequence.stream)
@@ -240,6 +244,12 @@ class Fanout:
                 return
         self._sent.remember(task_id, body)
         logger.debug("task %s: comment %s shows %s", task_id, comment_id, state.status.value)
+
+
+async def _nak_all(msgs: Sequence[Msg], *, delay: float | None) -> None:
+    for msg in msgs:
+        with contextlib.suppress(Exception):  # best effort: ack_wait redelivers anyway
+            await msg.nak(delay=delay)
 
 
 async def _keep_in_progress(msgs: Sequence[Msg]) -> None:
