@@ -159,11 +159,13 @@ class Harness:
         return fanout, github
 
     async def stop_all(self) -> None:
-        for stopping, task, github in self._running:
+        running, self._running = self._running, []
+        for stopping, task, github in running:
             stopping.set()
-            await asyncio.wait_for(task, timeout=5)
-            await github.aclose()
-        self._running.clear()
+            try:
+                await asyncio.wait_for(task, timeout=5)
+            finally:
+                await github.aclose()
 
     def live_comments(self) -> list[dict[str, Any]]:
         return self.gh.comments()
