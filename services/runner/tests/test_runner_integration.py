@@ -34,6 +34,8 @@ from bgagent_contracts import (
 )
 from bgagent_contracts.subjects import runner_consumer, traces_bucket
 from bgagent_eventstore.provision import runner_consumer_config
+from bgagent_runner import Runner, Settings
+from bgagent_runner.errors import NotProvisionedError
 from bgagent_runner.session import ClaimLost, TaskSession, claim
 from bgagent_testing.model_server import ModelServer
 from bgagent_testing.servers import free_port
@@ -570,3 +572,11 @@ async def test_an_already_cancelled_task_is_acked_without_starting(kit: Any, nc:
     events = await kit.events(task_id)
     assert [type(e) for e in events] == [type(events[0]), TaskCancelled]
     assert not any(isinstance(e, TaskStarted) for e in events)
+
+
+async def test_runner_refuses_to_start_without_a_provisioned_consumer(
+    nats_settings: Any, nc: Any, tmp_path: Path
+) -> None:
+    settings = Settings(nats=nats_settings, runner_id="r", work_dir=str(tmp_path))
+    with pytest.raises(NotProvisionedError, match="bgagent admin init"):
+        await Runner(settings, nc=nc).run()

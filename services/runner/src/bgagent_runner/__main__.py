@@ -7,6 +7,9 @@ import logging
 import os
 import signal
 
+from bgagent_eventstore import StoreError
+
+from .errors import RunnerError
 from .settings import Settings
 from .worker import Runner
 
@@ -22,13 +25,21 @@ async def serve(settings: Settings) -> None:
 
 
 def main() -> None:
-    settings = Settings.from_env()
     logging.basicConfig(
         level=os.environ.get("BGAGENT_LOG_LEVEL", "INFO").upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    try:
+        settings = Settings.from_env()
+    except ValueError as exc:
+        logger.error("invalid runner settings: %s", exc)
+        raise SystemExit(2) from None
     logger.info("starting runner %s (model %s)", settings.runner_id, settings.model)
-    asyncio.run(serve(settings))
+    try:
+        asyncio.run(serve(settings))
+    except (StoreError, RunnerError) as exc:
+        logger.error("runner stopped: %s", exc)
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ RunnerError                      (code RUNNER_ERROR)
 │   └── GitError                 (GIT_ERROR) a git command failed
 ├── ForgeError                   (FORGE_ERROR) the forge (GitHub REST) refused or failed
 │   └── ForgeUnsupportedError    (FORGE_UNSUPPORTED) the task needs a forge the repo has not
-└── ModelError                   (MODEL_ERROR) the Messages API failed after the SDK's retries
+├── ModelError                   (MODEL_ERROR) the Messages API failed after the SDK's retries
+└── NotProvisionedError          the stream or the runner consumer does not exist (startup only)
 
 Tool failures are never exceptions: they become tool_result blocks with is_error.
 They are translated to events only at the edge (job.py), to ack/nak in worker.py.
@@ -45,3 +46,7 @@ class ForgeUnsupportedError(ForgeError):
 
 class ModelError(RunnerError):
     code = "MODEL_ERROR"
+
+
+class NotProvisionedError(RunnerError):
+    """Raised at startup, never for a task: run ``bgagent admin init`` first."""

@@ -23,6 +23,7 @@ from bgagent_contracts.preview import redact
 from bgagent_contracts.subjects import parse_subject, runner_consumer
 from bgagent_eventstore import JetStreamEventStore, StoreUnavailableError, connect
 
+from .errors import NotProvisionedError
 from .forge import Forge, GitHubForge
 from .job import Job
 from .session import AttemptSuperseded, ClaimLost, claim, utcnow
@@ -73,7 +74,16 @@ class Runner:
             client = anthropic.AsyncAnthropic(api_key=s.anthropic_api_key, base_url=s.anthropic_base_url)
         store = JetStreamEventStore(nc, stream=s.nats.stream, prefix=s.nats.prefix)
         js = nc.jetstream()
-        psub = await js.pull_subscribe_bind(durable=runner_consumer(s.nats.prefix), stream=s.nats.stream)
+        durable = runner_consumer(s.nats.prefix)
+        try:
+            await js.consumer_info(s.nats.stream, durable)
+        except nats.js.errors.NotFoundError as exc:
+            if self._own_nc:
+                await nc.close()
+            raise NotProvisionedError(
+                f"stream {s.nats.stream} or its consumer {durable} does not exist: run 'bgagent admin init'"
+            ) from exc
+        psub = await js.pull_subscribe_bind(durable=durable, stream=s.nats.stream)
         logger.info("runner %s ready: %d slot(s) on %s", s.runner_id, s.slots, s.nats.stream)
         self.ready.set()
         if s.ready_file:
