@@ -114,6 +114,14 @@ async def test_task_completes_and_branch_holds_the_scripted_change(
     assert [t["type"] for t in body["tools"]] == ["bash_20250124", "text_editor_20250728"]
     second_user = requests[2]["body"]["messages"][-1]["content"]
     assert [b["type"] for b in second_user] == ["tool_result", "tool_result"]
+    marked = [
+        (i, j)
+        for i, m in enumerate(requests[2]["body"]["messages"])
+        if isinstance(m["content"], list)
+        for j, b in enumerate(m["content"])
+        if "cache_control" in b
+    ]
+    assert marked == [(4, 1)]  # one rolling breakpoint: the newest user block
     assert "hello" in second_user[0]["content"]
 
 

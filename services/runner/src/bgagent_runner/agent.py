@@ -8,7 +8,7 @@ import json
 import logging
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import anthropic
 from anthropic.types import (
@@ -85,6 +85,21 @@ def _assistant_blocks(message: Message) -> list[ContentBlockParam]:
     return blocks
 
 
+def _move_cache_breakpoint(messages: list[MessageParam]) -> None:
+    """One rolling cache breakpoint on the newest user block, so each turn reads the last one's prefix.
+
+    With the system block and the last tool that makes three breakpoints (the API allows four).
+    """
+    for message in messages:
+        if message["role"] != "user" or isinstance(message["content"], str):
+            continue
+        for block in message["content"]:
+            cast(dict[str, Any], block).pop("cache_control", None)
+    last = messages[-1]["content"]
+    if isinstance(last, list) and last:
+        cast(dict[str, Any], last[-1])["cache_control"] = {"type": "ephemeral"}
+
+
 class Agent:
     """Drives one attempt's conversation until the model finishes, a limit stops it, or cancel."""
 
@@ -156,6 +171,7 @@ class Agent:
                     block: TextBlockParam = {"type": "text", "text": nudge_block(nudge_id, text)}
                     next_user.append(block)
             messages.append({"role": "user", "content": next_user})
+            _move_cache_breakpoint(messages)
             turn = state.turn + 1
             response = await self._call_model(messages)
             messages.append({"role": "assistant", "content": _assistant_blocks(response)})
