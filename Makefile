@@ -4,6 +4,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
+PY_DIRS := libs services cli tests bench conftest.py
 
 .PHONY: help bootstrap sync postgres demo test check lint fmt unit bench clean
 
@@ -33,8 +34,8 @@ demo: sync postgres
 	$(UV) run bgagent demo
 
 check: sync
-	$(UV) run ruff check .
-	$(UV) run ruff format --check .
+	$(UV) run ruff check $(PY_DIRS)
+	$(UV) run ruff format --check $(PY_DIRS)
 	$(UV) run mypy libs/*/src services/*/src cli/src
 	$(UV) run lint-imports
 
@@ -45,8 +46,8 @@ unit: sync
 	$(UV) run pytest -q -m "not integration and not e2e"
 
 fmt: sync
-	$(UV) run ruff format .
-	$(UV) run ruff check --fix .
+	$(UV) run ruff format $(PY_DIRS)
+	$(UV) run ruff check --fix $(PY_DIRS)
 
 bench: sync postgres
 	$(UV) run python bench/rebuild_throughput.py

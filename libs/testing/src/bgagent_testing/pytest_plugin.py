@@ -2,8 +2,8 @@
 
 - ``nats_url`` (session): ``NATS_URL`` when set, a container when Docker answers,
   else a nats-server subprocess on a free port with a temporary store.
-- ``database_url`` (session): a fresh database on ``DATABASE_URL``'s server
-  (default: the local PostgreSQL as user postgres), dropped at the end.
+- ``database_url`` (session): a fresh database, dropped at the end, on ``DATABASE_URL``'s server, else
+  a container when Docker answers, else the local PostgreSQL as user postgres.
 - ``nats_settings`` (per test): a stream name and subject prefix of its own, so
   tests never see each other's events.
 """
@@ -20,7 +20,7 @@ from nats.aio.client import Client
 from bgagent_contracts.subjects import comments_bucket, idempotency_bucket, traces_bucket
 from bgagent_eventstore import JetStreamEventStore, NatsSettings, connect, provision
 
-from .servers import database_url_from_env, drop_database, ensure_database, nats_for_tests, with_database
+from .servers import drop_database, ensure_database, nats_for_tests, postgres_for_tests, with_database
 
 
 @pytest.fixture(scope="session")
@@ -30,8 +30,14 @@ def nats_url() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-async def database_url() -> AsyncIterator[str]:
-    url = with_database(database_url_from_env(), f"bgagent_test_{secrets.token_hex(4)}")
+def postgres_server_url() -> Iterator[str]:
+    with postgres_for_tests() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+async def database_url(postgres_server_url: str) -> AsyncIterator[str]:
+    url = with_database(postgres_server_url, f"bgagent_test_{secrets.token_hex(4)}")
     await ensure_database(url)
     try:
         yield url

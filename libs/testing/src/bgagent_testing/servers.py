@@ -173,34 +173,60 @@ def docker_available() -> bool:
 
 @contextlib.contextmanager
 def nats_for_tests() -> Iterator[str]:
-    """NATS_URL if set; else a container when Docker answers; else a nats-server subprocess."""
+    """NATS_URL if set; else a container when a Docker engine answers; else a nats-server subprocess."""
     if os.environ.get("NATS_URL"):
         yield os.environ["NATS_URL"]
         return
-    if docker_available():
-        container = _try_nats_container()
-        if container is not None:
-            try:
-                host = container.get_container_host_ip()
-                port = container.get_exposed_port(4222)
-                yield f"nats://{host}:{port}"
-            finally:
-                container.stop()
-            return
+    container = _start_container("nats:2.11", 4222, command="-js") if docker_available() else None
+    if container is not None:
+        try:
+            yield f"nats://{container.get_container_host_ip()}:{container.get_exposed_port(4222)}"
+        finally:
+            container.stop()
+        return
     with NatsServer() as server:
         yield server.url
 
 
-def _try_nats_container() -> Any:
+@contextlib.contextmanager
+def postgres_for_tests() -> Iterator[str]:
+    """A server URL: DATABASE_URL if set; else a container when Docker answers; else the local server."""
+    if os.environ.get("DATABASE_URL"):
+        yield os.environ["DATABASE_URL"]
+        return
+    container = (
+        _start_container("postgres:15", 5432, env={"POSTGRES_HOST_AUTH_METHOD": "trust"})
+        if docker_available()
+        else None
+    )
+    if container is not None:
+        try:
+            host, port = container.get_container_host_ip(), container.get_exposed_port(5432)
+            wait_for_port(host, int(port), timeout=60)
+            yield f"postgresql://postgres@{host}:{port}/postgres"
+        finally:
+            container.stop()
+        return
+    yield DEFAULT_DATABASE_URL
+
+
+def _start_container(
+    image: str, port: int, command: str | None = None, env: dict[str, str] | None = None
+) -> Any:
+    """A started testcontainers container, or None when no engine answers (DockerException)."""
     try:
         import warnings
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            from testcontainers.core.container import DockerContainer  # type: ignore[import-not-found]
+            from testcontainers.core.container import DockerContainer
 
-            container = DockerContainer("nats:2.11").with_command("-js").with_exposed_ports(4222)
+            container = DockerContainer(image).with_exposed_ports(port)
+            if command:
+                container = container.with_command(command)
+            for key, value in (env or {}).items():
+                container = container.with_env(key, value)
             container.start()
             return container
-    except Exception:  # noqa: BLE001 - no engine, no image, no module: fall back to a subprocess
+    except Exception:  # noqa: BLE001 - no engine (DockerException), no image: fall back to local servers
         return None
