@@ -35,7 +35,7 @@ def test_settings_from_env_with_defaults_and_overrides() -> None:
     assert s.auto_provision is True
     assert s.ready_file == "/tmp/x"
     assert "ghs_secret_value" not in repr(s)
-    with pytest.raises(ValueError, match="boolean"):
+    with pytest.raises(ValueError, match="expected true or false"):
         Settings.from_env({"BGAGENT_AUTO_PROVISION": "maybe"})
 
 

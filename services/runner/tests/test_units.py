@@ -76,7 +76,7 @@ def test_settings_from_env() -> None:
     assert s.task_timeout_s is None
     assert s.model == "claude-sonnet-4-6"
     assert s.secrets == ("t0k3n-value",)
-    with pytest.raises(ValueError, match="not a boolean"):
+    with pytest.raises(ValueError, match="expected true or false"):
         Settings.from_env({"BGAGENT_ALLOW_LOCAL_REPOS": "maybe"})
 
 

@@ -4,7 +4,7 @@ from .connect import connect
 from .errors import ConcurrencyError, ServerTooOldError, StoreError, StoreUnavailableError, TaskExistsError
 from .memory import MemoryEventStore
 from .provision import ProvisionReport, provision
-from .settings import NatsSettings
+from .settings import NatsSettings, env_flag
 from .store import EventStore, JetStreamEventStore, TaskLog, new_traceparent, read_direct
 from .tail import Delivered, follow
 
@@ -22,6 +22,7 @@ __all__ = [
     "TaskExistsError",
     "TaskLog",
     "connect",
+    "env_flag",
     "follow",
     "new_traceparent",
     "provision",

@@ -9,6 +9,22 @@ import msgspec
 
 from bgagent_contracts.subjects import DEFAULT_PREFIX, DEFAULT_STREAM, check_prefix
 
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off", ""})
+
+
+def env_flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    """A boolean environment variable (true/false, 1/0, yes/no, on/off); ValueError names the variable."""
+    raw = env.get(name)
+    if raw is None:
+        return default
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ValueError(f"{name}: expected true or false, got {raw!r}")
+
 
 class NatsSettings(msgspec.Struct, frozen=True, kw_only=True):
     url: str = "nats://127.0.0.1:4222"

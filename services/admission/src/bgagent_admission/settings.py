@@ -8,12 +8,9 @@ from collections.abc import Mapping
 import msgspec
 
 from bgagent_contracts.auth import TokenTable
-from bgagent_eventstore import NatsSettings
+from bgagent_eventstore import NatsSettings, env_flag
 
 from .api import DEFAULT_MAX_BODY_BYTES
-
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"0", "false", "no", "off", ""})
 
 
 class SettingsError(ValueError):
@@ -21,15 +18,10 @@ class SettingsError(ValueError):
 
 
 def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = env.get(name)
-    if raw is None:
-        return default
-    value = raw.strip().lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    raise SettingsError(f"{name}: expected true or false, got {raw!r}")
+    try:
+        return env_flag(env, name, default)
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from exc
 
 
 def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:

@@ -7,18 +7,9 @@ from collections.abc import Mapping
 
 import msgspec
 
-from bgagent_eventstore import NatsSettings
+from bgagent_eventstore import NatsSettings, env_flag
 
 DEFAULT_GITHUB_API_URL = "https://api.github.com"
-
-
-def _flag(value: str) -> bool:
-    lowered = value.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off", ""):
-        return False
-    raise ValueError(f"not a boolean: {value!r}")
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
@@ -62,7 +53,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             secondary_wait_s=float(e.get("BGAGENT_FANOUT_SECONDARY_WAIT_S", "60")),
             backoff_max_s=float(e.get("BGAGENT_FANOUT_BACKOFF_MAX_S", "30")),
             http_timeout_s=float(e.get("BGAGENT_FANOUT_HTTP_TIMEOUT_S", "30")),
-            auto_provision=_flag(e.get("BGAGENT_AUTO_PROVISION", "false")),
+            auto_provision=env_flag(e, "BGAGENT_AUTO_PROVISION", False),
             ready_file=e.get("BGAGENT_READY_FILE") or None,
             log_level=e.get("BGAGENT_LOG_LEVEL", "INFO").upper(),
         )

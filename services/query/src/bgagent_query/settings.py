@@ -7,18 +7,9 @@ from collections.abc import Mapping
 
 import msgspec
 
-from bgagent_eventstore import NatsSettings
+from bgagent_eventstore import NatsSettings, env_flag
 
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/bgagent"
-
-
-def _bool(value: str) -> bool:
-    lowered = value.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off", ""):
-        return False
-    raise ValueError(f"not a boolean: {value!r}")
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
@@ -47,7 +38,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             http_host=e.get("BGAGENT_HTTP_HOST", "127.0.0.1"),
             http_port=int(e.get("BGAGENT_QUERY_PORT", "8081")),
             projector_name=e.get("BGAGENT_PROJECTOR_NAME", "tasks"),
-            projector_enabled=_bool(e.get("BGAGENT_QUERY_PROJECTOR", "true")),
+            projector_enabled=env_flag(e, "BGAGENT_QUERY_PROJECTOR", True),
             batch_max=int(e.get("BGAGENT_PROJECTOR_BATCH_MAX", "1000")),
             batch_quiet_s=float(e.get("BGAGENT_PROJECTOR_BATCH_QUIET_S", "0.01")),
             min_seq_wait_s=float(e.get("BGAGENT_QUERY_MIN_SEQ_WAIT_S", "5.0")),

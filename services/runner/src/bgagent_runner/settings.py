@@ -9,18 +9,9 @@ from collections.abc import Mapping
 import msgspec
 from ulid import ULID
 
-from bgagent_eventstore import NatsSettings
+from bgagent_eventstore import NatsSettings, env_flag
 
 DEFAULT_MODEL = "claude-sonnet-4-6"
-
-
-def _bool(value: str) -> bool:
-    lowered = value.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off", ""):
-        return False
-    raise ValueError(f"not a boolean: {value!r} (use true or false)")
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
@@ -60,7 +51,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             runner_id=e.get("BGAGENT_RUNNER_ID") or f"{socket.gethostname()}-{str(ULID())[-8:].lower()}",
             slots=int(e.get("BGAGENT_RUNNER_SLOTS", "2")),
             work_dir=e.get("BGAGENT_WORK_DIR", "/tmp/bgagent-work"),
-            allow_local_repos=_bool(e.get("BGAGENT_ALLOW_LOCAL_REPOS", "false")),
+            allow_local_repos=env_flag(e, "BGAGENT_ALLOW_LOCAL_REPOS", False),
             github_token=e.get("GITHUB_TOKEN") or None,
             github_api_url=e.get("BGAGENT_GITHUB_API_URL", "https://api.github.com").rstrip("/"),
             github_git_url=e.get("BGAGENT_GITHUB_GIT_URL", "https://github.com").rstrip("/"),
@@ -74,6 +65,6 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             in_progress_interval_s=float(e.get("BGAGENT_IN_PROGRESS_INTERVAL_S", "10")),
             nak_delay_s=float(e.get("BGAGENT_NAK_DELAY_S", "30")),
             shutdown_grace_s=float(e.get("BGAGENT_SHUTDOWN_GRACE_S", "30")),
-            keep_workspaces=_bool(e.get("BGAGENT_KEEP_WORKSPACES", "false")),
+            keep_workspaces=env_flag(e, "BGAGENT_KEEP_WORKSPACES", False),
             ready_file=e.get("BGAGENT_READY_FILE") or None,
         )
