@@ -28,6 +28,12 @@ class Api:
     def close(self) -> None:
         self._http.close()
 
+    def __enter__(self) -> Api:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def _headers(self, extra: dict[str, str] | None = None) -> dict[str, str]:
         if not self._config.token:
             raise NotConfiguredError(

@@ -171,8 +171,7 @@ def demo(
         code = 1
         try:
             config = CliConfig(**{k: v for k, v in state.client.items() if k in CliConfig.__struct_fields__})
-            api = Api(config)
-            try:
+            with Api(config) as api:
                 printer.line(f"== submitting a task on {repo}")
                 created = api.write(
                     "/v1/tasks", {"repo": str(repo), "description": demo_mod.DEMO_DESCRIPTION}
@@ -182,8 +181,6 @@ def demo(
                 code = asyncio.run(watch_task(config, task_id, printer))
                 printer.line("== status")
                 printer.task(_wait_terminal(api, task_id))
-            finally:
-                api.close()
             branch = f"bgagent/{task_id}"
             printer.line(f"== diff main..{branch}")
             printer.line(demo_mod.git(repo, "diff", f"main..{branch}").rstrip() or "(no changes)")

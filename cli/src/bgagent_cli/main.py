@@ -102,11 +102,8 @@ def submit(
         if max_budget is not None:
             request["max_budget_usd"] = max_budget
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
-        api = Api(config)
-        try:
+        with Api(config) as api:
             created = api.write("/v1/tasks", request, headers)
-        finally:
-            api.close()
         data = created["data"]
         if printer.json:
             printer.obj(data)
@@ -148,11 +145,8 @@ def status(task_id: str, output: OutputOpt = Output.text) -> None:
     config, printer = _setup(output)
 
     def body() -> None:
-        api = Api(config)
-        try:
+        with Api(config) as api:
             printer.task(api.read(f"/v1/tasks/{task_id}")["data"])
-        finally:
-            api.close()
 
     _run(printer, body)
 
@@ -168,11 +162,8 @@ def events(
     config, printer = _setup(output)
 
     def body() -> None:
-        api = Api(config)
-        try:
+        with Api(config) as api:
             page = api.read(f"/v1/tasks/{task_id}/events", {"after": after, "limit": limit})
-        finally:
-            api.close()
         for view in page["data"]:
             printer.event(view)
         nxt = page.get("pagination", {}).get("next_after")
@@ -193,11 +184,8 @@ def list_cmd(
     config, printer = _setup(output)
 
     def body() -> None:
-        api = Api(config)
-        try:
+        with Api(config) as api:
             page = api.read("/v1/tasks", {"status": status_filter, "repo": repo, "limit": limit})
-        finally:
-            api.close()
         printer.task_row_header()
         for task in page["data"]:
             printer.task_row(task)
@@ -217,11 +205,8 @@ def cancel(
     config, printer = _setup(output)
 
     def body() -> None:
-        api = Api(config)
-        try:
+        with Api(config) as api:
             result = api.write(f"/v1/tasks/{task_id}/cancel", {"reason": reason} if reason else {})
-        finally:
-            api.close()
         data = result["data"]
         if printer.json:
             printer.obj(data)
@@ -241,11 +226,8 @@ def nudge(task_id: str, message: str, output: OutputOpt = Output.text) -> None:
     config, printer = _setup(output)
 
     def body() -> None:
-        api = Api(config)
-        try:
+        with Api(config) as api:
             result = api.write(f"/v1/tasks/{task_id}/nudges", {"message": message})
-        finally:
-            api.close()
         data = result["data"]
         if printer.json:
             printer.obj(data)
