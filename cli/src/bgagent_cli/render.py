@@ -43,6 +43,8 @@ def _tool_result(e: dict[str, Any]) -> str:
 
 
 def _completed(e: dict[str, Any]) -> str:
+    if e["result"] == "no_changes":
+        return "no_changes: the agent changed nothing, nothing was pushed"
     where = e.get("pr_url") or (f"branch {e['branch']}" if e.get("branch") else "")
     return f"{e['result']}{_opt(': ', where)}"
 
