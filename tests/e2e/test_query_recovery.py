@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -124,16 +125,19 @@ async def _checkpoint(database_url: str) -> int:
         await conn.close()
 
 
-def test_query_killed_mid_projection_ends_equal_to_a_rebuild(e2e: E2E) -> None:
-    db = e2e.client["database_url"]
-    e2e.stack.kill("runner")  # keep the runner off the synthetic backlog while we count events
+@pytest.fixture
+def runner_paused(e2e: E2E) -> Iterator[None]:
+    """Keep the runner off the synthetic backlog while the test counts events."""
+    e2e.stack.kill("runner")
     try:
-        _kill_mid_projection_and_compare(e2e, db)
+        yield
     finally:
         e2e.stack.restart("runner")
 
 
-def _kill_mid_projection_and_compare(e2e: E2E, db: str) -> None:
+@pytest.mark.usefixtures("runner_paused")
+def test_query_killed_mid_projection_ends_equal_to_a_rebuild(e2e: E2E) -> None:
+    db = e2e.client["database_url"]
     e2e.stack.kill("query")
     before = asyncio.run(_checkpoint(db))
     published, last_seq = asyncio.run(_publish_backlog(e2e.client))
