@@ -22,8 +22,10 @@ from bgagent_contracts import (
     Milestone,
     NudgeAcknowledged,
     NudgeRequested,
+    PolicyDenied,
     PrOpened,
     PrUpdated,
+    ReviewPosted,
     Status,
     TaskCancelled,
     TaskCompleted,
@@ -34,6 +36,7 @@ from bgagent_contracts import (
     TaskType,
     ToolCalled,
     ToolResult,
+    TraceStored,
     WorkspaceReady,
     evolve,
     fold,
@@ -465,6 +468,18 @@ def test_tool_events_describe_the_current_step(make: Any) -> None:
     assert done.current_step == "bash finished"
     milestone = evolve(done, make(Milestone, attempt=1, name="tests_passed", detail=None))
     assert (milestone.last_milestone, milestone.current_step) == ("tests_passed", "tests_passed")
+
+
+def test_informational_runner_events_become_the_last_event(make: Any) -> None:
+    running = make.state(Status.RUNNING)
+    denied = evolve(running, make(PolicyDenied, attempt=1, tool_name="bash", rule_id="no-force-push"))
+    assert denied.last_event_type == "policy_denied"
+    assert denied.current_step == "bash denied by policy (no-force-push)"
+    finalizing = make.state(Status.FINALIZING)
+    stored = evolve(finalizing, make(TraceStored, attempt=1))
+    assert (stored.status, stored.last_event_type) == (Status.FINALIZING, "trace_stored")
+    reviewed = evolve(finalizing, make(ReviewPosted, attempt=1))
+    assert reviewed.last_event_type == "review_posted"
 
 
 @pytest.mark.parametrize("status", STARTED)

@@ -150,6 +150,28 @@ def _(event: ev.ToolResult, state: TaskState) -> TaskState:
 
 
 @_apply.register
+def _(event: ev.PolicyDenied, state: TaskState) -> TaskState:
+    if state.status is not Status.RUNNING:
+        return state
+    return _replace(state, current_step=f"{event.tool_name} denied by policy ({event.rule_id})")
+
+
+def _noted(state: TaskState) -> TaskState:
+    """Facts that change nothing but are still the task's latest news (last event, updated_at)."""
+    return _replace(state) if state.status in _ACTIVE else state
+
+
+@_apply.register
+def _(event: ev.ReviewPosted, state: TaskState) -> TaskState:
+    return _noted(state)
+
+
+@_apply.register
+def _(event: ev.TraceStored, state: TaskState) -> TaskState:
+    return _noted(state)
+
+
+@_apply.register
 def _(event: ev.CostUpdated, state: TaskState) -> TaskState:
     if state.status not in _ACTIVE:
         return state
