@@ -8,6 +8,7 @@ has moved on (or after a reconnect).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 
@@ -15,6 +16,7 @@ import msgspec
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from .store import read_direct
@@ -48,20 +50,29 @@ async def follow(
             opt_start_seq=last + 1,
             inactive_threshold=60.0,
         )
+        # A callback feeding a local queue: nats-py's next_msg() costs a task and a wait_for per
+        # message, which halves replay throughput.
+        queue: asyncio.Queue[Msg] = asyncio.Queue()
+
+        async def on_msg(msg: Msg, _queue: asyncio.Queue[Msg] = queue) -> None:
+            _queue.put_nowait(msg)
+
         sub = await js.subscribe(
-            subject_filter, stream=stream, ordered_consumer=True, idle_heartbeat=1.0, config=config
+            subject_filter, stream=stream, ordered_consumer=True, idle_heartbeat=1.0, config=config, cb=on_msg
         )
         try:
             while True:
                 try:
-                    msg = await sub.next_msg(timeout=idle_check_s)
-                except nats.errors.TimeoutError:
-                    if await _stalled(nc, stream, subject_filter, last):
-                        logger.warning("follower stalled after seq %d; re-subscribing", last)
-                        break
-                    continue
-                except nats.errors.ConnectionClosedError:
-                    raise
+                    msg = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    try:
+                        async with asyncio.timeout(idle_check_s):
+                            msg = await queue.get()
+                    except TimeoutError:
+                        if await _stalled(nc, stream, subject_filter, last):
+                            logger.warning("follower stalled after seq %d; re-subscribing", last)
+                            break
+                        continue
                 seq = msg.metadata.sequence.stream
                 if seq <= last:
                     continue  # a re-delivered message after a consumer reset
