@@ -20,26 +20,14 @@ import asyncio
 import contextlib
 import secrets
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
-from ulid import ULID
 
 from bgagent_contracts import (
-    AgentFinished,
-    AgentTurn,
-    CostUpdated,
     Event,
-    Milestone,
-    PrOpened,
-    TaskCompleted,
-    TaskStarted,
     TaskState,
-    TaskSubmitted,
-    ToolCalled,
-    ToolResult,
-    WorkspaceReady,
     decode_event,
     encode_event,
     event_type,
@@ -52,6 +40,8 @@ from bgagent_query import store
 from bgagent_query.migrations import migrate
 from bgagent_query.projector import Projector
 from bgagent_query.rebuild import rebuild
+from bgagent_testing import factories
+from bgagent_testing.factories import T0
 from bgagent_testing.servers import (
     NatsServer,
     database_url_from_env,
@@ -60,88 +50,22 @@ from bgagent_testing.servers import (
     with_database,
 )
 
-T0 = datetime(2026, 1, 1, tzinfo=UTC)
-
 
 def task_events(i: int, turns: int) -> list[Event]:
-    """One task's life: submit, start, workspace, ``turns`` x (turn, tool call, result, cost), PR, done."""
-    tid = str(ULID())
-    clock = iter(range(1, 10_000))
-
-    def common() -> dict[str, Any]:
-        return {"task_id": tid, "event_id": str(ULID()), "ts": T0 + timedelta(seconds=i + next(clock))}
-
-    r = {"actor": "runner", "attempt": 1}
-    out: list[Event] = [
-        TaskSubmitted(
-            **common(),
-            actor="admission",
-            user_id=f"user{i % 50}",
-            repo=f"acme/repo{i % 20}",
-            description="Fix the flaky test in the payment module and open a PR",
-        ),
-        TaskStarted(**common(), **r, runner_id="runner-1"),
-        WorkspaceReady(**common(), **r, branch=f"bgagent/{tid}", base_branch="main", head_sha="a" * 40),
-        Milestone(**common(), **r, name="repo_cloned", detail="cloned in 1.2s"),
-    ]
-    total = 0.0
-    for turn in range(1, turns + 1):
-        total += 0.0123
-        tool = f"toolu_{turn:04d}"
-        out += [
-            AgentTurn(
-                **common(),
-                **r,
-                turn=turn,
-                model="claude-sonnet-4",
-                tool_calls=1,
-                text_preview="Let me look at the failing test and the code it exercises. " * 3,
-            ),
-            ToolCalled(
-                **common(),
-                **r,
-                turn=turn,
-                tool_use_id=tool,
-                tool_name="bash",
-                input_preview="cd repo && python -m pytest tests/test_payments.py -x -q",
-            ),
-            ToolResult(
-                **common(),
-                **r,
-                turn=turn,
-                tool_use_id=tool,
-                tool_name="bash",
-                is_error=False,
-                output_preview="...F.\nFAILED tests/test_payments.py::test_refund - AssertionError" * 2,
-                duration_ms=812,
-            ),
-            CostUpdated(
-                **common(),
-                **r,
-                turn=turn,
-                input_tokens=5400,
-                output_tokens=380,
-                cache_read_tokens=4000,
-                cost_usd=0.0123,
-                total_cost_usd=total,
-            ),
-        ]
-    out += [
-        AgentFinished(
-            **common(), **r, turns=turns, stop_reason="end_turn", summary="Fixed the refund rounding."
-        ),
-        PrOpened(
-            **common(),
-            **r,
-            pr_number=100 + i,
-            pr_url=f"https://github.com/acme/repo/pull/{100 + i}",
-            branch=f"bgagent/{tid}",
-        ),
-        TaskCompleted(
-            **common(), **r, result="pr_opened", pr_url=f"https://github.com/acme/repo/pull/{100 + i}"
-        ),
-    ]
-    return out
+    """One task's life with realistic preview sizes (the shared test factory)."""
+    return factories.lifecycle(
+        user=f"user{i % 50}",
+        repo=f"acme/repo{i % 20}",
+        turns=turns,
+        start=T0 + timedelta(seconds=i),
+        description="Fix the flaky test in the payment module and open a PR",
+        pr_number=100 + i,
+        model="claude-sonnet-4",
+        text_preview="Let me look at the failing test and the code it exercises. " * 3,
+        command="cd repo && python -m pytest tests/test_payments.py -x -q",
+        output_preview="...F.\nFAILED tests/test_payments.py::test_refund - AssertionError" * 2,
+        cost_per_turn=0.0123,
+    )
 
 
 async def write_events(nc: Any, s: NatsSettings, target: int, active: int = 200) -> int:

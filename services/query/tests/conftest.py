@@ -6,34 +6,20 @@ import asyncio
 import contextlib
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
 from nats.aio.client import Client
-from ulid import ULID
 
-from bgagent_contracts import (
-    AgentFinished,
-    AgentTurn,
-    CostUpdated,
-    Event,
-    Milestone,
-    PrOpened,
-    TaskCompleted,
-    TaskStarted,
-    TaskSubmitted,
-    ToolCalled,
-    ToolResult,
-    WorkspaceReady,
-)
+from bgagent_contracts import Event
 from bgagent_eventstore import JetStreamEventStore, NatsSettings
 from bgagent_query.migrations import migrate
 from bgagent_query.projector import Projector
-
-T0 = datetime(2026, 1, 1, tzinfo=UTC)
+from bgagent_testing import factories
+from bgagent_testing.factories import T0
 
 
 @pytest.fixture
@@ -127,109 +113,8 @@ def wait_until() -> Callable[..., Awaitable[None]]:
 def lifecycle(
     user: str = "alice", repo: str = "acme/app", turns: int = 2, start: datetime = T0
 ) -> list[Event]:
-    """A realistic completed task: submit, start, workspace, turns with tool calls and costs, PR, done."""
-    tid = str(ULID())
-    n = 0
-
-    def ts() -> datetime:
-        nonlocal n
-        n += 1
-        return start + timedelta(seconds=n)
-
-    def eid() -> str:
-        return str(ULID())
-
-    out: list[Event] = [
-        TaskSubmitted(
-            task_id=tid,
-            event_id=eid(),
-            ts=ts(),
-            actor="admission",
-            user_id=user,
-            repo=repo,
-            description="fix the bug",
-        ),
-        TaskStarted(task_id=tid, event_id=eid(), ts=ts(), actor="runner", attempt=1, runner_id="r1"),
-        WorkspaceReady(
-            task_id=tid, event_id=eid(), ts=ts(), actor="runner", attempt=1, branch=f"bgagent/{tid}"
-        ),
-        Milestone(task_id=tid, event_id=eid(), ts=ts(), actor="runner", attempt=1, name="cloned"),
-    ]
-    total = 0.0
-    for turn in range(1, turns + 1):
-        tool = f"tu_{turn}"
-        total += 0.01
-        out += [
-            AgentTurn(
-                task_id=tid,
-                event_id=eid(),
-                ts=ts(),
-                actor="runner",
-                attempt=1,
-                turn=turn,
-                model="m",
-                text_preview="thinking \u0000 about it",
-                tool_calls=1,
-            ),
-            ToolCalled(
-                task_id=tid,
-                event_id=eid(),
-                ts=ts(),
-                actor="runner",
-                attempt=1,
-                turn=turn,
-                tool_use_id=tool,
-                tool_name="bash",
-                input_preview="pytest -q",
-            ),
-            ToolResult(
-                task_id=tid,
-                event_id=eid(),
-                ts=ts(),
-                actor="runner",
-                attempt=1,
-                turn=turn,
-                tool_use_id=tool,
-                tool_name="bash",
-                is_error=False,
-                output_preview="3 passed",
-            ),
-            CostUpdated(
-                task_id=tid,
-                event_id=eid(),
-                ts=ts(),
-                actor="runner",
-                attempt=1,
-                turn=turn,
-                input_tokens=1000,
-                output_tokens=200,
-                cost_usd=0.01,
-                total_cost_usd=total,
-            ),
-        ]
-    out += [
-        AgentFinished(
-            task_id=tid,
-            event_id=eid(),
-            ts=ts(),
-            actor="runner",
-            attempt=1,
-            turns=turns,
-            stop_reason="end_turn",
-        ),
-        PrOpened(
-            task_id=tid,
-            event_id=eid(),
-            ts=ts(),
-            actor="runner",
-            attempt=1,
-            pr_number=7,
-            pr_url="https://github.com/acme/app/pull/7",
-            branch=f"bgagent/{tid}",
-        ),
-        TaskCompleted(task_id=tid, event_id=eid(), ts=ts(), actor="runner", attempt=1, result="pr_opened"),
-    ]
-    return out
+    """A realistic completed task (the shared factory; a NUL in the model text on purpose)."""
+    return factories.lifecycle(user=user, repo=repo, turns=turns, start=start)
 
 
 async def append_all(store: JetStreamEventStore, events: list[Event], expected: int = 0) -> list[int]:
