@@ -47,6 +47,16 @@ class NotFound(ApiError):
     default_code = "NOT_FOUND"
 
 
+class PayloadTooLarge(ApiError):
+    status_code = 413
+    default_code = "PAYLOAD_TOO_LARGE"
+
+
+class UnsupportedMediaType(ApiError):
+    status_code = 415
+    default_code = "UNSUPPORTED_MEDIA_TYPE"
+
+
 class Conflict(ApiError):
     status_code = 409
     default_code = "CONFLICT"

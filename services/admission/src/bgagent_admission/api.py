@@ -21,12 +21,14 @@ from bgagent_web import (
     BadRequest,
     Conflict,
     NotFound,
+    PayloadTooLarge,
     Unavailable,
     handle_exception,
     health_handlers,
     principal_dependency,
     request_id,
 )
+from bgagent_web import UnsupportedMediaType as HttpUnsupportedMediaType
 
 from .errors import (
     AdmissionError,
@@ -59,22 +61,12 @@ DEFAULT_MAX_BODY_BYTES = 64 * 1024
 AnyRequest = Request[Any, Any, Any]
 
 
-class _UnsupportedMediaType(ApiError):
-    status_code = 415
-    default_code = "UNSUPPORTED_MEDIA_TYPE"
-
-
-class _PayloadTooLarge(ApiError):
-    status_code = 413
-    default_code = "PAYLOAD_TOO_LARGE"
-
-
 def to_api_error(exc: AdmissionError) -> ApiError:
     """Translate the service's errors to HTTP errors (status and stable code)."""
     if isinstance(exc, InvalidRequest):
         return BadRequest(exc.message)
     if isinstance(exc, UnsupportedMediaType):
-        return _UnsupportedMediaType(exc.message)
+        return HttpUnsupportedMediaType(exc.message)
     if isinstance(exc, TaskNotFound):
         return NotFound(exc.message)
     if isinstance(exc, TaskAlreadyTerminal):
@@ -94,7 +86,7 @@ def on_error(request: AnyRequest, exc: Exception) -> Response[Any]:
     if isinstance(exc, AdmissionError):
         return handle_exception(request, to_api_error(exc))
     if isinstance(exc, HTTPException) and exc.status_code == 413:
-        too_large = _PayloadTooLarge(f"request body is larger than the limit: {exc.detail}")
+        too_large = PayloadTooLarge(f"request body is larger than the limit: {exc.detail}")
         return handle_exception(request, too_large)
     return handle_exception(request, exc)
 
