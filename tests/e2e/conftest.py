@@ -127,6 +127,8 @@ def e2e(tmp_path_factory: pytest.TempPathFactory, nats_url: str, database_url: s
         github_api_url=github.api_url,
         github_git_url=github.git_url,
         github_token=GH_TOKEN,
+        # the tests' repositories live in their tmp_path folders, all under pytest's base temp
+        repo_roots=(str(tmp_path_factory.getbasetemp()),),
         extra_env={"BGAGENT_RUNNER_SLOTS": "4", "BGAGENT_LOG_LEVEL": "INFO"},
     )
     stack = Stack(spec)

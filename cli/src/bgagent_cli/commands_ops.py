@@ -1,4 +1,4 @@
-"""Operator commands: ``admin init``, ``admin rebuild``, ``dev up|down|status``, ``demo``."""
+"""Operator commands: ``admin init|rebuild|poison``, ``dev up|down|status``, ``demo``."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from bgagent_eventstore import NatsSettings, StoreError, connect, provision
+from bgagent_eventstore import NatsSettings, StoreError, connect, list_poison, provision
 from bgagent_testing.servers import ServerError, database_url_from_env, drop_database, with_database
 
 from . import demo as demo_mod
@@ -81,8 +81,103 @@ def admin_rebuild(output: OutputOpt = Output.text) -> None:
     _run(printer, lambda: asyncio.run(go()))
 
 
+@admin_app.command("poison")
+def admin_poison(
+    limit: Annotated[int, typer.Option(min=1, max=10_000, help="Show at most this many per reader.")] = 50,
+    output: OutputOpt = Output.text,
+) -> None:
+    """List the messages readers skipped as poison: query's table and fanout's and the runner's records."""
+    config, printer = _setup(output)
+
+    async def go() -> None:
+        rows: list[dict[str, object]] = []
+        settings = _nats_settings(config)
+        try:
+            nc = await connect(settings.url, name="bgagent-admin")
+        except StoreError as exc:
+            raise CliError(str(exc), hint="check NATS_URL") from exc
+        try:
+            records = await list_poison(nc.jetstream(), settings.prefix)
+        finally:
+            await nc.close()
+        for r in records[-limit:]:
+            rows.append(
+                {
+                    "reader": r.reader,
+                    "seq": r.seq,
+                    "subject": r.subject,
+                    "reason": r.reason,
+                    "size_bytes": r.size_bytes,
+                    "recorded_at": r.recorded_at.isoformat(),
+                }
+            )
+        database_url = config.database_url or database_url_from_env()
+        rows.extend(await _query_poison(database_url, limit))
+        rows.sort(key=lambda x: (int(str(x["seq"])), str(x["reader"])))
+        for row in rows:
+            if printer.json:
+                printer.obj(row)
+            else:
+                printer.line(f"#{row['seq']:<8} {row['reader']:<7} {row['subject']}  {row['reason']}")
+        if not rows and not printer.json:
+            printer.note("no poison messages recorded")
+
+    _run(printer, lambda: asyncio.run(go()))
+
+
+async def _query_poison(database_url: str, limit: int) -> list[dict[str, object]]:
+    import asyncpg
+
+    from bgagent_query.store import recent_poison
+
+    try:
+        conn = await asyncpg.connect(database_url)
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise CliError(f"cannot reach the read model database: {exc}", hint="check DATABASE_URL") from exc
+    try:
+        return [
+            {
+                "reader": "query",
+                "seq": row["seq"],
+                "subject": row["subject"],
+                "reason": row["error"],
+                "size_bytes": row["size_bytes"],
+                "recorded_at": row["recorded_at"].isoformat(),
+            }
+            for row in await recent_poison(conn, limit)
+        ]
+    except asyncpg.UndefinedTableError:
+        return []
+    finally:
+        await conn.close()
+
+
+def _repo_roots(given: list[Path]) -> tuple[str, ...]:
+    """``--repo-root`` values as absolute paths (``~`` expanded); each must be an existing directory."""
+    roots: list[str] = []
+    for raw in given:
+        path = os.path.normpath(os.path.abspath(os.path.expanduser(raw)))
+        if not os.path.isdir(path):
+            raise CliError(f"--repo-root {raw}: not a directory", hint="pass an existing folder")
+        if os.pathsep in path:
+            raise CliError(f"--repo-root {raw}: a root may not contain {os.pathsep!r}")
+        roots.append(path)
+    return tuple(roots)
+
+
 @dev_app.command("up")
-def dev_up(output: OutputOpt = Output.text) -> None:
+def dev_up(
+    repo_root: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--repo-root",
+            metavar="DIR",
+            help="Also allow local repositories under this folder (repeatable); "
+            "<BGAGENT_HOME>/repos is always allowed.",
+        ),
+    ] = None,
+    output: OutputOpt = Output.text,
+) -> None:
     """Start nats-server, the four services (and the scripted model without ANTHROPIC_API_KEY)."""
     _, printer = _setup(output)
 
@@ -96,16 +191,19 @@ def dev_up(output: OutputOpt = Output.text) -> None:
             database_url=database_url_from_env(),
             scripted_model=not use_claude,
             github_token=os.environ.get("GITHUB_TOKEN"),
+            repo_roots=_repo_roots(repo_root or []),
         )
         try:
             state = Stack(spec).start()
         except ServerError as exc:
             raise CliError(str(exc)) from exc
+        roots = spec.local_repo_roots
         if printer.json:
-            printer.obj(state.client)
+            printer.obj({**state.client, "repo_roots": list(roots)})
             return
         for key, value in state.client.items():
             printer.line(f"{key:<13}{value}")
+        printer.line(f"{'repo roots':<13}{os.pathsep.join(roots)}")
         printer.line(f"logs         {home}/dev/logs")
         printer.line("stop with    bgagent dev down")
 
@@ -161,6 +259,7 @@ def demo(
             database_url=database_url,
             scripted_model=not use_claude,
             model_script=str(demo_mod.write_script(root)),
+            repo_roots=(str(repo),),
         )
         printer.line(f"== starting the stack ({'Claude' if use_claude else 'scripted model'}) in {root}")
         stack = Stack(spec)

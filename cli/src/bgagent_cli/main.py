@@ -15,7 +15,7 @@ import typer
 
 from .client import Api
 from .config import CliConfig, home_dir
-from .errors import CliError
+from .errors import ApiCallError, CliError
 from .render import Printer
 from .watch import watch as watch_task
 
@@ -62,10 +62,47 @@ def _setup(output: Output) -> tuple[CliConfig, Printer]:
     return CliConfig.load(), Printer(output is Output.json)
 
 
+def resolve_repo(value: str, cwd: str | None = None) -> str:
+    """A ``--repo`` value as the server should get it: local paths absolute, anything else as given.
+
+    A value is a local path when it starts with ``/``, ``.`` or ``~``, or ends with ``/``
+    (``./x``, ``../x``, ``~/x``, ``x/``): ``~`` is expanded, a relative path is joined to ``cwd``
+    (default: the current directory) and ``.``/``..`` are resolved as text, like ``cd`` does.
+    Everything else (``owner/name``, ``file://`` and ``https://`` URLs) is sent unchanged, even
+    when a directory of that name exists here: ``acme/widgets`` always means the GitHub repository.
+    """
+    text = value.strip()
+    if "://" in text or not (text.startswith(("/", ".", "~")) or text.endswith("/")):
+        return text
+    path = os.path.expanduser(text)
+    if path.startswith("~"):
+        raise CliError(f"cannot expand {text.split('/')[0]!r} in --repo", hint="use an absolute path")
+    return os.path.normpath(os.path.join(cwd or os.getcwd(), path))
+
+
+_ROOTS_HINT = (
+    "the server takes local repositories only under its BGAGENT_LOCAL_REPO_ROOTS; on 'bgagent dev up' "
+    "put the repository in {repos} or restart the stack with --repo-root DIR"
+)
+
+
+def _create(api: Api, request: dict[str, Any], headers: dict[str, str] | None) -> Any:
+    try:
+        return api.write("/v1/tasks", request, headers)
+    except ApiCallError as exc:
+        if exc.code == "VALIDATION_ERROR" and "is not under a local repository root" in exc.message:
+            exc.hint = _ROOTS_HINT.format(repos=home_dir() / "repos")
+        raise
+
+
 @app.command()
 def submit(
     repo: Annotated[
-        str, typer.Option(help="owner/name on GitHub, or a local path / file:// URL (dev stack).")
+        str,
+        typer.Option(
+            help="owner/name on GitHub, or a local path / file:// URL (dev stack); "
+            "./x, ../x, ~/x and x/ are paths, made absolute here."
+        ),
     ],
     task: Annotated[str | None, typer.Option("--task", "-t", help="What to do (≤ 2000 characters).")] = None,
     issue: Annotated[int | None, typer.Option(help="Issue number the task comes from.")] = None,
@@ -88,7 +125,7 @@ def submit(
             raise CliError("--pr and --review-pr are exclusive", hint="pick one")
         if task is None and issue is None and pr is None and review_pr is None:
             raise CliError("nothing to do", hint="give --task, --issue, --pr or --review-pr")
-        request: dict[str, Any] = {"repo": repo, "trace": trace}
+        request: dict[str, Any] = {"repo": resolve_repo(repo), "trace": trace}
         if task is not None:
             request["description"] = task
         if issue is not None:
@@ -103,7 +140,7 @@ def submit(
             request["max_budget_usd"] = max_budget
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
         with Api(config) as api:
-            created = api.write("/v1/tasks", request, headers)
+            created = _create(api, request, headers)
         data = created["data"]
         if printer.json:
             printer.obj(data)
@@ -120,7 +157,7 @@ def submit(
 
 @app.command("run")
 def run_cmd(
-    repo: Annotated[str, typer.Option(help="owner/name, or a local path / file:// URL.")],
+    repo: Annotated[str, typer.Option(help="owner/name, or a local path (./x, ~/x, /x) / file:// URL.")],
     task: Annotated[str, typer.Option("--task", "-t", help="What to do.")],
     output: OutputOpt = Output.text,
 ) -> None:
@@ -176,7 +213,7 @@ def events(
 @app.command("list")
 def list_cmd(
     status_filter: Annotated[str | None, typer.Option("--status", help="e.g. RUNNING or COMPLETED.")] = None,
-    repo: Annotated[str | None, typer.Option()] = None,
+    repo: Annotated[str | None, typer.Option(help="Only this repository (paths as for submit).")] = None,
     limit: Annotated[int, typer.Option(min=1, max=100)] = 20,
     output: OutputOpt = Output.text,
 ) -> None:
@@ -185,7 +222,8 @@ def list_cmd(
 
     def body() -> None:
         with Api(config) as api:
-            page = api.read("/v1/tasks", {"status": status_filter, "repo": repo, "limit": limit})
+            wanted = resolve_repo(repo) if repo is not None else None
+            page = api.read("/v1/tasks", {"status": status_filter, "repo": wanted, "limit": limit})
         printer.task_row_header()
         for task in page["data"]:
             printer.task_row(task)

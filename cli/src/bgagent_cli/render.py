@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from collections.abc import Callable
 from typing import Any, TextIO
@@ -16,6 +17,18 @@ _STATUS_STYLE = {
     "RUNNING": "cyan",
     "AWAITING_APPROVAL": "magenta",
 }
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(value: Any) -> str:
+    """Text that is safe on a terminal: control characters (ESC, BEL, CR, …) become U+FFFD.
+
+    Event text comes from the agent and from users: an escape sequence in it must not move the
+    cursor, retitle the window or hide lines when the CLI prints it.
+    """
+    return _CONTROL.sub("\ufffd", str(value))
 
 
 def _short(value: Any, limit: int = 100) -> str:
@@ -79,8 +92,8 @@ def event_summary(view: dict[str, Any]) -> str:
     e = view["event"]
     fmt = _SUMMARIES.get(view["type"])
     if fmt is not None:
-        return fmt(e)
-    return _short(", ".join(f"{k}={v}" for k, v in e.items() if k not in _ENVELOPE), 120)
+        return printable(" ".join(fmt(e).split()))
+    return printable(_short(", ".join(f"{k}={v}" for k, v in e.items() if k not in _ENVELOPE), 120))
 
 
 class Printer:
@@ -109,7 +122,7 @@ class Printer:
 
     def note(self, text: str) -> None:
         """A diagnostic for humans: stderr, never mixed into JSON output."""
-        self.err.write(text + "\n")
+        self.err.write(printable(text) + "\n")
         self.err.flush()
 
     def event(self, view: dict[str, Any]) -> None:
@@ -117,7 +130,7 @@ class Printer:
             self.obj(view)
             return
         ts = str(view["event"].get("ts", ""))[11:19]
-        t = view["type"]
+        t = printable(view["type"])
         style = (
             "red" if t in ("task_failed", "task_timed_out") else "green" if t == "task_completed" else None
         )
@@ -157,7 +170,8 @@ class Printer:
         ]
         for label, value in rows:
             if value is not None and value != "":
-                self.line(f"{label + ':':<16}{value}")
+                shown = value if label == "Status" else printable(value)  # Status carries our colour codes
+                self.line(f"{label + ':':<16}{shown}")
 
     def task_row_header(self) -> None:
         if not self.json:
@@ -168,6 +182,8 @@ class Printer:
             self.obj(task)
             return
         created = str(task.get("created_at", ""))[:19].replace("T", " ")
-        desc = _short(task.get("description") or "", 40)
+        desc = printable(_short(task.get("description") or "", 40))
         status = self.status(f"{task['status']:<18}")
-        self.line(f"{task['task_id']:<27} {status} {_short(task['repo'], 28):<28} {created:<20} {desc}")
+        self.line(
+            f"{task['task_id']:<27} {status} {printable(_short(task['repo'], 28)):<28} {created:<20} {desc}"
+        )

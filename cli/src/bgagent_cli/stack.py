@@ -43,8 +43,28 @@ class StackSpec(msgspec.Struct, frozen=True, kw_only=True):
     github_api_url: str | None = None
     github_git_url: str | None = None
     github_token: str | None = None
-    allow_local_repos: bool = True
+    repo_roots: tuple[str, ...] = ()
+    """Local repository roots besides the stack's own ``<home>/repos`` (absolute paths)."""
     extra_env: dict[str, str] = msgspec.field(default_factory=dict)
+
+    @property
+    def repos_dir(self) -> Path:
+        """The stack's own folder for local repositories (``<home>/repos``): always a root."""
+        return Path(os.path.abspath(self.home)) / "repos"
+
+    @property
+    def local_repo_roots(self) -> tuple[str, ...]:
+        """Every root admission and the runner get (``BGAGENT_LOCAL_REPO_ROOTS``), own folder first.
+
+        A root reached through a symlink is given in both spellings, so a path a user types either
+        way passes the services' textual check (they compare real paths on disk as well).
+        """
+        roots: list[str] = []
+        for root in (str(self.repos_dir), *self.repo_roots):
+            if not os.path.isabs(root) or os.pathsep in root:
+                raise CliError(f"repository root {root!r} must be an absolute path without {os.pathsep!r}")
+            roots += [os.path.normpath(root), os.path.realpath(root)]
+        return tuple(dict.fromkeys(roots))
 
 
 class ProcInfo(msgspec.Struct, kw_only=True):
@@ -82,6 +102,7 @@ class Stack:
 
     def start(self, timeout: float = 60.0) -> StackState:
         self.logs.mkdir(parents=True, exist_ok=True)
+        self.spec.repos_dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "ready").mkdir(exist_ok=True)
         procs: list[ProcInfo] = []
         nats_url = self.spec.nats_url
@@ -150,7 +171,7 @@ class Stack:
                 "BGAGENT_PREFIX": self.spec.prefix,
                 "BGAGENT_API_TOKENS": f"{self.spec.token}={self.spec.user}",
                 "BGAGENT_WORK_DIR": str(self.dir / "work"),
-                "BGAGENT_ALLOW_LOCAL_REPOS": "true" if self.spec.allow_local_repos else "false",
+                "BGAGENT_LOCAL_REPO_ROOTS": os.pathsep.join(self.spec.local_repo_roots),
                 "BGAGENT_LOG_LEVEL": os.environ.get("BGAGENT_LOG_LEVEL", "INFO"),
             }
         )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bgagent_contracts import MalformedEventError, Recorded, Status, TaskState, decode_event, evolve
+from bgagent_contracts import MalformedEventError, Status, TaskState, decode_recorded, evolve
 from bgagent_contracts.subjects import is_task_id, task_filter
 from bgagent_contracts.views import event_view
 from bgagent_eventstore import StoreError, connect, follow, read_direct
@@ -34,7 +34,10 @@ async def watch(config: CliConfig, task_id: str, printer: Printer, *, after: int
         raise CliError(str(exc), hint="check NATS_URL; 'bgagent dev up' starts a local NATS") from exc
     subject_filter = task_filter(task_id, config.prefix)
     try:
-        log = await read_direct(nc, config.stream, subject_filter)
+        log = await read_direct(nc, config.stream, subject_filter, prefix=config.prefix)
+        for seq in log.skipped:
+            if seq > after:
+                printer.note(f"warning: skipping malformed message #{seq} (not a valid event)")
         state: TaskState | None = None
         for record in log.records:
             state = evolve(state, record.event)
@@ -50,15 +53,13 @@ async def watch(config: CliConfig, task_id: str, printer: Printer, *, after: int
             nc, stream=config.stream, subject_filter=subject_filter, after_seq=log.last_seq
         ):
             try:
-                event = decode_event(delivered.data)
+                record = decode_recorded(delivered.seq, delivered.subject, delivered.data, config.prefix)
             except MalformedEventError as exc:
-                printer.note(
-                    f"warning: skipping malformed message #{delivered.seq} on {delivered.subject}: {exc}"
-                )
+                printer.note(f"warning: skipping malformed message #{delivered.seq}: {exc}")
                 continue
-            state = evolve(state, event)
+            state = evolve(state, record.event)
             if delivered.seq > after:
-                printer.event(event_view(Recorded(seq=delivered.seq, subject=delivered.subject, event=event)))
+                printer.event(event_view(record))
             if state is not None and state.terminal:
                 return exit_code_for(state.status)
         raise CliError("the event stream ended unexpectedly")  # follow() never ends on its own

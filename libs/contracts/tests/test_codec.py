@@ -100,7 +100,7 @@ def _submitted_wire(make: Any) -> dict[str, Any]:
     [
         (b"", "truncated"),
         (b"not json", "malformed"),
-        (b"\xff\xfe", "malformed"),
+        (b"\xff\xfe", "invalid UTF-8 at byte 0"),
         (b"[]", "Expected `object`, got `array`"),
         (b"{}", "missing required field `type`"),
         (b'{"type": "task_exploded"}', "$.type"),

@@ -60,9 +60,21 @@ _POOLS: dict[str, st.SearchStrategy[Any]] = {
 }
 
 
+_one_line_text = st.text(st.characters(blacklist_categories=("Cc",)), max_size=12)
+
+
 def _for_type(name: str, tp: Any) -> st.SearchStrategy[Any]:
     if name in _POOLS:
         return _POOLS[name]
+    if typing.get_origin(tp) is typing.Annotated:
+        base, *metas = typing.get_args(tp)
+        meta = next((m for m in metas if isinstance(m, msgspec.Meta)), msgspec.Meta())
+        if base is int:
+            low = int(meta.ge or 0)
+            return st.integers(min_value=low, max_value=low + 5)
+        if base is str and meta.pattern is not None:
+            return _one_line_text  # the Name type: no control characters
+        return _for_type(name, base)
     if tp is str:
         return _short_text
     if tp is float:
@@ -78,7 +90,7 @@ def _for_type(name: str, tp: Any) -> st.SearchStrategy[Any]:
 
 @functools.cache
 def _event_strategy(cls: type[Any]) -> st.SearchStrategy[Event]:
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     kwargs = {f.name: _for_type(f.name, hints[f.name]) for f in msgspec.structs.fields(cls)}
     return st.builds(cls, **kwargs)
 

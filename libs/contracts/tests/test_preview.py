@@ -89,7 +89,8 @@ def test_a_truncated_pem_key_is_redacted_to_the_end() -> None:
     [
         ("sk-ant-api03-" + "k" * 40, "ANTHROPIC_KEY"),
         ("AKIAIOSFODNN7EXAMPLE", "AWS_ACCESS_KEY"),
-        ("Bearer eyJhbGciOiJIUzI1NiJ9.payload.signature", "BEARER"),
+        ("Bearer eyJhbGciOiJIUzI1NiJ9.payload.signature", "JWT"),
+        ("Bearer abc123xyz", "BEARER"),
     ],
 )
 def test_other_known_secret_shapes_are_redacted(secret: str, label: str) -> None:

@@ -20,6 +20,7 @@ from bgagent_contracts.subjects import (
     event_type_filter,
     fanout_consumer,
     idempotency_bucket,
+    poison_bucket,
     runner_consumer,
     task_filter,
     task_subject,
@@ -66,6 +67,7 @@ async def test_provision_is_idempotent(nc: Client, provisioned: NatsSettings) ->
             f"consumer {fanout_consumer(s.prefix)}",
             f"kv {comments_bucket(s.prefix)}",
             f"kv {idempotency_bucket(s.prefix)}",
+            f"kv {poison_bucket(s.prefix)}",
             f"object store {traces_bucket(s.prefix)}",
         ]
     )

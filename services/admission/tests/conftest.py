@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import httpx
 import pytest
@@ -27,13 +29,11 @@ async def admission(nc: Client, provisioned: NatsSettings, event_store: JetStrea
     return Admission(event_store, KvIdempotencyStore(kv), prefix=provisioned.prefix)
 
 
-async def _client(admission: Admission, nc: Client, *, allow_local_repos: bool) -> httpx.AsyncClient:
+async def _client(admission: Admission, nc: Client, *, local_roots: tuple[str, ...]) -> httpx.AsyncClient:
     async def ready() -> bool:
         return bool(nc.is_connected)
 
-    app = create_app(
-        admission, tokens=TokenTable.parse(TOKENS), ready=ready, allow_local_repos=allow_local_repos
-    )
+    app = create_app(admission, tokens=TokenTable.parse(TOKENS), ready=ready, local_roots=local_roots)
     # ASGITransport runs the app on this event loop, so requests can really run concurrently
     # and share the test's NATS connection (Litestar's test client runs apps on a portal thread).
     transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
@@ -42,13 +42,23 @@ async def _client(admission: Admission, nc: Client, *, allow_local_repos: bool) 
 
 @pytest.fixture
 async def client(admission: Admission, nc: Client) -> AsyncIterator[httpx.AsyncClient]:
-    async with await _client(admission, nc, allow_local_repos=False) as c:
+    async with await _client(admission, nc, local_roots=()) as c:
         yield c
 
 
 @pytest.fixture
-async def local_client(admission: Admission, nc: Client) -> AsyncIterator[httpx.AsyncClient]:
-    async with await _client(admission, nc, allow_local_repos=True) as c:
+def repo_root(tmp_path: Path) -> Path:
+    """The one local repository root of ``local_client``: ``<tmp>/repos``, holding a git repo ``demo``."""
+    root = tmp_path / "repos"
+    (root / "demo").mkdir(parents=True)
+    subprocess.run(["git", "init", "--quiet", str(root / "demo")], check=True, capture_output=True)
+    return root
+
+
+@pytest.fixture
+async def local_client(admission: Admission, nc: Client, repo_root: Path) -> AsyncIterator[httpx.AsyncClient]:
+    """An app whose only local repository root is ``repo_root``."""
+    async with await _client(admission, nc, local_roots=(str(repo_root),)) as c:
         yield c
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import msgspec
@@ -155,6 +156,35 @@ def test_failed_task_error_is_escaped_inside_the_table() -> None:
     table = [line for line in body.splitlines() if line.startswith("|")]
     assert all(len(re.split(r"(?<!\\)\|", line)) == 4 for line in table)  # two cells on every row
     assert len(table) == len(rows) + 2
+
+
+GH_TOKEN = "ghp_" + "A1b2C3d4E5f6" * 3
+
+
+def test_secrets_in_error_messages_are_redacted() -> None:
+    message = f"push failed: https://x:{GH_TOKEN}@github.com/a/b and Authorization: Bearer abc123"
+    body = render_comment(
+        state(status=Status.FAILED, completed_at=T0, error_code="GIT_ERROR", error_message=message)
+    )
+    assert GH_TOKEN not in body
+    assert "abc123" not in body
+    assert "REDACTED" in table_rows(body)["Error"]
+
+
+@pytest.mark.parametrize("cell", [code_cell, text_cell])
+def test_every_cell_is_redacted(cell: Callable[[str], str]) -> None:
+    out = cell(f"token {GH_TOKEN} and PASSWORD=hunter2")
+    assert GH_TOKEN not in out
+    assert "hunter2" not in out
+
+
+def test_a_pr_url_with_credentials_is_no_link_and_is_redacted() -> None:
+    url = "https://bot:s3cret@github.com/a/b/pull/1"
+    assert safe_url(url) is None
+    body = render_comment(state(status=Status.COMPLETED, completed_at=T0, pr_number_opened=1, pr_url=url))
+    cell = table_rows(body)["Pull request"]
+    assert "](" not in cell
+    assert "s3cret" not in body
 
 
 def test_cancelled_task_shows_reason() -> None:

@@ -57,9 +57,12 @@ def model_server() -> Iterator[ModelServer]:
 
 @pytest.fixture
 def origin(tmp_path: Path) -> Path:
-    """A non-bare git repo with one commit on main, used as the task's origin."""
-    repo = tmp_path / "origin"
-    repo.mkdir()
+    """A non-bare git repo with one commit on main, used as the task's origin.
+
+    It lives in ``<tmp>/repos``, the local repository root of :func:`make_settings`.
+    """
+    repo = tmp_path / "repos" / "origin"
+    repo.mkdir(parents=True)
     git(repo, "init", "--quiet", "-b", "main")
     (repo / "README.md").write_text("# demo\n")
     (repo / "app.py").write_text("def greet():\n    return 'hi'\n")
@@ -69,12 +72,13 @@ def origin(tmp_path: Path) -> Path:
 
 
 def make_settings(nats: NatsSettings, model_url: str, work_dir: Path, **overrides: Any) -> Settings:
+    """Runner settings for a test; the local repository root is ``repos`` next to ``work_dir``."""
     values: dict[str, Any] = {
         "nats": nats,
         "runner_id": "runner-a",
         "slots": 2,
         "work_dir": str(work_dir),
-        "allow_local_repos": True,
+        "local_repo_roots": (str(work_dir.parent / "repos"),),
         "anthropic_api_key": "test-key",
         "anthropic_base_url": model_url,
         "tool_timeout_s": 20.0,

@@ -31,7 +31,7 @@ def gh_settings(kit: Any, github: FakeGitHub, model_server: ModelServer) -> Any:
         kit.settings.nats,
         model_server.url,
         Path(kit.settings.work_dir),
-        allow_local_repos=False,
+        local_repo_roots=(),
         github_token=github.token,
         github_api_url=github.api_url,
         github_git_url=github.git_url,

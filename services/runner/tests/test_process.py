@@ -33,7 +33,7 @@ async def test_runner_process_runs_a_task_and_stops_on_sigterm(
         "BGAGENT_PREFIX": provisioned.prefix,
         "BGAGENT_READY_FILE": str(ready),
         "BGAGENT_WORK_DIR": str(tmp_path / "work"),
-        "BGAGENT_ALLOW_LOCAL_REPOS": "true",
+        "BGAGENT_LOCAL_REPO_ROOTS": str(origin.parent),
         "ANTHROPIC_API_KEY": "test",
         "ANTHROPIC_BASE_URL": model_server.url,
         "BGAGENT_LOG_LEVEL": "WARNING",

@@ -305,18 +305,22 @@ async def test_two_runners_share_the_queue_and_each_task_runs_once(
     assert {s.runner_id for s in states} <= {"runner-a", "runner-b"}
 
 
-async def test_local_repos_are_refused_unless_allowed(kit: Any, origin: Path) -> None:
+async def test_local_repos_are_refused_without_roots(kit: Any, origin: Path) -> None:
     settings = kit.make_settings(
-        kit.settings.nats, "http://127.0.0.1:9", Path(kit.settings.work_dir), allow_local_repos=False
+        kit.settings.nats, "http://127.0.0.1:9", Path(kit.settings.work_dir), local_repo_roots=()
     )
     await kit.start_runner(settings)
+    branches = kit.git(origin, "branch", "--list")
     task_id = await kit.submit(f"file://{origin}", "not allowed")
 
     state = await kit.wait_terminal(task_id)
 
     assert state.status is Status.FAILED
-    assert state.error_code == "REPO_NOT_ALLOWED"
-    assert "BGAGENT_ALLOW_LOCAL_REPOS" in (state.error_message or "")
+    # the runner's re-check of the submission, or its workspace: either refuses before any clone
+    assert state.error_code in ("REPO_NOT_ALLOWED", "INVALID_SUBMISSION")
+    assert "disabled" in (state.error_message or "")
+    assert str(origin) not in (state.error_message or "")
+    assert kit.git(origin, "branch", "--list") == branches
 
 
 async def test_model_api_failure_fails_the_task_with_model_error(kit: Any, origin: Path) -> None:

@@ -37,13 +37,11 @@ def test_parse_repo_forms() -> None:
     assert parse_repo("https://github.com/acme/widgets.git", settings()).owner == "acme"
     other = parse_repo("https://gitlab.example/acme/widgets.git", settings())
     assert (other.kind, other.is_github) == ("remote", False)
-    local = parse_repo("file:///srv/repo", settings(allow_local_repos=True))
-    assert local.kind == "local"
 
 
-@pytest.mark.parametrize("repo", ["/srv/repo", "file:///srv/repo"])
-def test_local_repos_need_the_opt_in(repo: str) -> None:
-    with pytest.raises(RepoNotAllowedError, match="BGAGENT_ALLOW_LOCAL_REPOS"):
+@pytest.mark.parametrize("repo", ["/srv/repo", "file:///srv/repo", "/"])
+def test_local_repos_need_a_root(repo: str) -> None:
+    with pytest.raises(RepoNotAllowedError, match="BGAGENT_LOCAL_REPO_ROOTS is empty"):
         parse_repo(repo, settings())
 
 
@@ -65,19 +63,41 @@ def test_settings_from_env() -> None:
         {
             "NATS_URL": "nats://n:4222",
             "BGAGENT_RUNNER_SLOTS": "4",
-            "BGAGENT_ALLOW_LOCAL_REPOS": "true",
+            "BGAGENT_LOCAL_REPO_ROOTS": "/srv/repos/:/home/me/code",
             "BGAGENT_TOOL_TIMEOUT_S": "5",
             "BGAGENT_TASK_TIMEOUT_S": "0",
             "ANTHROPIC_BASE_URL": "http://127.0.0.1:1",
             "GITHUB_TOKEN": "t0k3n-value",
         }
     )
-    assert (s.nats.url, s.slots, s.allow_local_repos, s.tool_timeout_s) == ("nats://n:4222", 4, True, 5.0)
+    assert (s.nats.url, s.slots, s.tool_timeout_s) == ("nats://n:4222", 4, 5.0)
+    assert s.local_repo_roots == ("/srv/repos", "/home/me/code")
     assert s.task_timeout_s is None
     assert s.model == "claude-sonnet-4-6"
     assert s.secrets == ("t0k3n-value",)
+    assert Settings.from_env({}).local_repo_roots == ()
+
+
+@pytest.mark.parametrize(
+    ("raw", "roots"),
+    [("", ()), ("/a/./b/::/a/b", ("/a/b",)), (" /x : //y//z ", ("/x", "/y/z")), ("/", ("/",))],
+)
+def test_local_repo_roots_are_absolute_and_normalised(raw: str, roots: tuple[str, ...]) -> None:
+    assert Settings.from_env({"BGAGENT_LOCAL_REPO_ROOTS": raw}).local_repo_roots == roots
+
+
+@pytest.mark.parametrize("raw", ["repos", "/srv/repos:./x", "~/code", "file:///srv"])
+def test_a_relative_local_repo_root_is_refused_at_start(raw: str) -> None:
+    with pytest.raises(ValueError, match=r"BGAGENT_LOCAL_REPO_ROOTS: .* is not an absolute path"):
+        Settings.from_env({"BGAGENT_LOCAL_REPO_ROOTS": raw})
+
+
+def test_the_old_boolean_is_refused_with_a_pointer_to_the_roots() -> None:
+    with pytest.raises(ValueError, match="replaced by BGAGENT_LOCAL_REPO_ROOTS"):
+        Settings.from_env({"BGAGENT_ALLOW_LOCAL_REPOS": "true"})
     with pytest.raises(ValueError, match="expected true or false"):
         Settings.from_env({"BGAGENT_ALLOW_LOCAL_REPOS": "maybe"})
+    assert Settings.from_env({"BGAGENT_ALLOW_LOCAL_REPOS": "false"}).local_repo_roots == ()
 
 
 def test_nudge_block_escapes_user_text() -> None:

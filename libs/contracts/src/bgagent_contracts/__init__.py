@@ -1,11 +1,12 @@
 """Wire types, subjects, codec and the pure task state machine of bgagent."""
 
-from .codec import decode_event, encode_event, encode_json, to_builtins
+from .codec import MAX_EVENT_BYTES, decode_event, decode_recorded, encode_event, encode_json, to_builtins
 from .decide import BetweenTurns, between_turns, decide_cancel, decide_nudge
 from .errors import (
     ContractsError,
     DecisionError,
     InvalidCommandError,
+    InvalidSubmissionError,
     MalformedEventError,
     TaskAlreadyTerminalError,
     TaskNotFoundError,
@@ -50,6 +51,7 @@ from .state import TERMINAL_STATUSES, TRANSITIONS, PendingNudge, Status, TaskSta
 __all__ = [
     "EVENT_TYPES",
     "EVENT_TYPE_NAMES",
+    "MAX_EVENT_BYTES",
     "TERMINAL_EVENT_TYPES",
     "TERMINAL_STATUSES",
     "TRANSITIONS",
@@ -66,6 +68,7 @@ __all__ = [
     "DecisionError",
     "Event",
     "InvalidCommandError",
+    "InvalidSubmissionError",
     "MalformedEventError",
     "Milestone",
     "NudgeAcknowledged",
@@ -95,6 +98,7 @@ __all__ = [
     "decide_cancel",
     "decide_nudge",
     "decode_event",
+    "decode_recorded",
     "encode_event",
     "encode_json",
     "event_type",

@@ -1,7 +1,8 @@
 """Errors of the contracts package.
 
 ContractsError
-├── MalformedEventError      bytes that are not a valid event
+├── MalformedEventError      bytes that are not a valid event (poison: record and skip)
+├── InvalidSubmissionError   a submission that breaks a rule (names its field)
 └── DecisionError            a command the folded state forbids
     ├── TaskNotFoundError
     ├── TaskAlreadyTerminalError
@@ -19,6 +20,17 @@ class ContractsError(Exception):
 
 class MalformedEventError(ContractsError):
     """A message on a task subject could not be decoded as an event."""
+
+
+class InvalidSubmissionError(ContractsError):
+    """A task submission broke a rule of ``bgagent_contracts.submission``."""
+
+    code: ClassVar[str] = "INVALID_SUBMISSION"
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem
 
 
 class DecisionError(ContractsError):

@@ -33,32 +33,47 @@ class Actor(enum.StrEnum):
 AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
 """A timestamp with its offset: decoding refuses a naive one (it would break duration arithmetic)."""
 
+MAX_COUNT = 2**53 - 1
+"""Counters (turns, tokens, sizes, attempts) fit an exact JSON number and a Postgres bigint."""
+MAX_NUMBER = 2**31 - 1
+"""Issue and PR numbers fit a 32-bit integer (GitHub's and the read model's)."""
+MAX_USD = 1_000_000.0
+
+Count = Annotated[int, msgspec.Meta(ge=0, le=MAX_COUNT)]
+"""A non-negative counter; decoding refuses a negative or absurdly large one."""
+Number = Annotated[int, msgspec.Meta(ge=1, le=MAX_NUMBER)]
+"""An issue or pull request number."""
+Usd = Annotated[float, msgspec.Meta(ge=0.0, le=MAX_USD)]
+"""A finite, non-negative amount of dollars."""
+Name = Annotated[str, msgspec.Meta(max_length=1024, pattern=r"^[^\x00-\x1f\x7f]*$")]
+"""An identifier or name (ids, actors, users, repositories): one line, no control characters."""
+
 
 class _Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
-    task_id: str
-    event_id: str
+    task_id: Name
+    event_id: Name
     ts: AwareDatetime
-    actor: str
+    actor: Name
 
 
 class _RunnerEvent(_Event, frozen=True, kw_only=True):
-    attempt: int
+    attempt: Count
 
 
 # --- written by admission -------------------------------------------------
 
 
 class TaskSubmitted(_Event, frozen=True, kw_only=True, tag="task_submitted"):
-    user_id: str
-    repo: str
+    user_id: Name
+    repo: Name
     task_type: TaskType = TaskType.NEW_TASK
-    issue_number: int | None = None
-    pr_number: int | None = None
+    issue_number: Number | None = None
+    pr_number: Number | None = None
     description: str | None = None
-    max_turns: int = 100
-    max_budget_usd: float | None = None
+    max_turns: Count = 100
+    max_budget_usd: Usd | None = None
     trace: bool = False
-    channel: str = "api"
+    channel: Name = "api"
     idempotency_key: str | None = None
 
 
@@ -100,42 +115,42 @@ class Milestone(_RunnerEvent, frozen=True, kw_only=True, tag="milestone"):
 
 
 class AgentTurn(_RunnerEvent, frozen=True, kw_only=True, tag="agent_turn"):
-    turn: int
+    turn: Count
     model: str
     text_preview: str | None = None
-    tool_calls: int = 0
+    tool_calls: Count = 0
     stop_reason: str | None = None
 
 
 class ToolCalled(_RunnerEvent, frozen=True, kw_only=True, tag="tool_called"):
-    turn: int
+    turn: Count
     tool_use_id: str
     tool_name: str
     input_preview: str
 
 
 class ToolResult(_RunnerEvent, frozen=True, kw_only=True, tag="tool_result"):
-    turn: int
+    turn: Count
     tool_use_id: str
     tool_name: str
     is_error: bool
     output_preview: str
-    duration_ms: int = 0
+    duration_ms: Count = 0
 
 
 class CostUpdated(_RunnerEvent, frozen=True, kw_only=True, tag="cost_updated"):
-    turn: int
-    input_tokens: int
-    output_tokens: int
-    cache_read_tokens: int = 0
-    cache_write_tokens: int = 0
-    cost_usd: float
-    total_cost_usd: float
+    turn: Count
+    input_tokens: Count
+    output_tokens: Count
+    cache_read_tokens: Count = 0
+    cache_write_tokens: Count = 0
+    cost_usd: Usd
+    total_cost_usd: Usd
 
 
 class NudgeAcknowledged(_RunnerEvent, frozen=True, kw_only=True, tag="nudge_acknowledged"):
     nudge_ids: tuple[str, ...]
-    turn: int
+    turn: Count
 
 
 class PolicyDenied(_RunnerEvent, frozen=True, kw_only=True, tag="policy_denied"):
@@ -151,7 +166,7 @@ class ApprovalRequested(_RunnerEvent, frozen=True, kw_only=True, tag="approval_r
     tool_name: str
     input_preview: str
     rule_id: str
-    timeout_s: int
+    timeout_s: Count
 
 
 class ApprovalExpired(_RunnerEvent, frozen=True, kw_only=True, tag="approval_expired"):
@@ -159,31 +174,31 @@ class ApprovalExpired(_RunnerEvent, frozen=True, kw_only=True, tag="approval_exp
 
 
 class AgentFinished(_RunnerEvent, frozen=True, kw_only=True, tag="agent_finished"):
-    turns: int
+    turns: Count
     stop_reason: str
     summary: str | None = None
 
 
 class PrOpened(_RunnerEvent, frozen=True, kw_only=True, tag="pr_opened"):
-    pr_number: int
+    pr_number: Number
     pr_url: str
     branch: str
 
 
 class PrUpdated(_RunnerEvent, frozen=True, kw_only=True, tag="pr_updated"):
-    pr_number: int
+    pr_number: Number
     pr_url: str
     branch: str
 
 
 class ReviewPosted(_RunnerEvent, frozen=True, kw_only=True, tag="review_posted"):
-    pr_number: int
+    pr_number: Number
     review_url: str
 
 
 class TraceStored(_RunnerEvent, frozen=True, kw_only=True, tag="trace_stored"):
     object_name: str
-    size_bytes: int
+    size_bytes: Count
 
 
 class TaskCompleted(_RunnerEvent, frozen=True, kw_only=True, tag="task_completed"):
@@ -200,21 +215,21 @@ class TaskCompleted(_RunnerEvent, frozen=True, kw_only=True, tag="task_completed
 class TaskFailed(_Event, frozen=True, kw_only=True, tag="task_failed"):
     code: str
     message: str
-    attempt: int | None = None
+    attempt: Count | None = None
     """The runner attempt that failed; ``None`` when written by the reconciler."""
 
 
 class TaskCancelled(_Event, frozen=True, kw_only=True, tag="task_cancelled"):
     cancelled_by: str
     reason: str | None = None
-    attempt: int | None = None
+    attempt: Count | None = None
     """The runner attempt that stopped; ``None`` when admission cancelled a queued task."""
 
 
 class TaskTimedOut(_Event, frozen=True, kw_only=True, tag="task_timed_out"):
     limit: str
     message: str
-    attempt: int | None = None
+    attempt: Count | None = None
 
 
 Event = (

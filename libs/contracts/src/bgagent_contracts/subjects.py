@@ -81,3 +81,8 @@ def idempotency_bucket(prefix: str = DEFAULT_PREFIX) -> str:
 def traces_bucket(prefix: str = DEFAULT_PREFIX) -> str:
     """Object store bucket for full task traces."""
     return f"{prefix.replace('.', '_')}_traces"
+
+
+def poison_bucket(prefix: str = DEFAULT_PREFIX) -> str:
+    """KV bucket: ``<reader>.<seq>`` → why a reader skipped a message (fanout, runner)."""
+    return f"{prefix.replace('.', '_')}_poison"

@@ -3,6 +3,7 @@
 from .connect import connect
 from .errors import ConcurrencyError, ServerTooOldError, StoreError, StoreUnavailableError, TaskExistsError
 from .memory import MemoryEventStore
+from .poison import PoisonRecord, list_poison, record_poison
 from .provision import ProvisionReport, provision
 from .settings import NatsSettings, env_flag
 from .store import EventStore, JetStreamEventStore, TaskLog, new_traceparent, read_direct
@@ -15,6 +16,7 @@ __all__ = [
     "JetStreamEventStore",
     "MemoryEventStore",
     "NatsSettings",
+    "PoisonRecord",
     "ProvisionReport",
     "ServerTooOldError",
     "StoreError",
@@ -24,7 +26,9 @@ __all__ = [
     "connect",
     "env_flag",
     "follow",
+    "list_poison",
     "new_traceparent",
     "provision",
     "read_direct",
+    "record_poison",
 ]

@@ -25,10 +25,12 @@ from bgagent_contracts.subjects import (
     event_type_filter,
     fanout_consumer,
     idempotency_bucket,
+    poison_bucket,
     runner_consumer,
     traces_bucket,
 )
 
+from .poison import POISON_TTL_S
 from .settings import NatsSettings
 
 logger = logging.getLogger(__name__)
@@ -142,6 +144,18 @@ async def provision(js: JetStreamContext, s: NatsSettings) -> ProvisionReport:
                 KeyValueConfig(bucket=bucket, history=1, storage=StorageType.FILE, replicas=s.replicas)
             )
             report.created.append(f"kv {bucket}")
+
+    poison = poison_bucket(s.prefix)
+    try:
+        await js.key_value(poison)
+        report.unchanged.append(f"kv {poison}")
+    except nats.js.errors.BucketNotFoundError:
+        await js.create_key_value(
+            KeyValueConfig(
+                bucket=poison, history=1, ttl=POISON_TTL_S, storage=StorageType.FILE, replicas=s.replicas
+            )
+        )
+        report.created.append(f"kv {poison}")
 
     traces = traces_bucket(s.prefix)
     try:

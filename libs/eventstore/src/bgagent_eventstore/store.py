@@ -14,7 +14,7 @@ import nats.js.errors
 from nats.aio.client import Client
 from nats.js.api import Header
 
-from bgagent_contracts import Event, MalformedEventError, Recorded, TaskState, decode_event, encode_event
+from bgagent_contracts import Event, MalformedEventError, Recorded, TaskState, decode_recorded, encode_event
 from bgagent_contracts import event_type as type_of
 from bgagent_contracts.fold import fold_recorded
 from bgagent_contracts.subjects import task_filter, task_subject
@@ -142,6 +142,7 @@ class JetStreamEventStore:
             task_filter(task_id, self._prefix),
             after_seq=after_seq,
             timeout=self._timeout,
+            prefix=self._prefix,
         )
 
     async def last_stream_seq(self) -> int:
@@ -157,10 +158,26 @@ def _actual_seq(description: str | None) -> int | None:
     return int(tail) if tail.isdigit() else None
 
 
+def _prefix_of(subject_filter: str) -> str:
+    """The subject prefix of a task filter (``<prefix>.task.<id|*>.<type|*>``)."""
+    return subject_filter.rsplit(".task.", 1)[0]
+
+
 async def read_direct(
-    nc: Client, stream: str, subject_filter: str, *, after_seq: int = 0, timeout: float = 5.0
+    nc: Client,
+    stream: str,
+    subject_filter: str,
+    *,
+    after_seq: int = 0,
+    timeout: float = 5.0,
+    prefix: str | None = None,
 ) -> TaskLog:
-    """Batched direct get (``next_by_subj``) until the server says there is nothing more."""
+    """Batched direct get (``next_by_subj``) until the server says there is nothing more.
+
+    Messages that are not valid events of the subject they are stored on (see
+    ``bgagent_contracts.decode_recorded``) are skipped and listed in ``TaskLog.skipped``.
+    """
+    subject_prefix = prefix if prefix is not None else _prefix_of(subject_filter)
     records: list[Recorded] = []
     skipped: list[int] = []
     last_seq = after_seq
@@ -191,17 +208,12 @@ async def read_direct(
                     raise StoreUnavailableError(f"direct get on {stream}: status {status} {headers}")
                 seq = int(headers["Nats-Sequence"])
                 last_seq = max(last_seq, seq)
+                subject = headers.get("Nats-Subject", "")
                 try:
-                    event = decode_event(msg.data)
+                    records.append(decode_recorded(seq, subject, msg.data, subject_prefix))
                 except MalformedEventError as exc:
-                    logger.warning(
-                        "skipping malformed message",
-                        extra={"seq": seq, "subject": headers.get("Nats-Subject")},
-                    )
-                    logger.debug("malformed message %s: %s", seq, exc)
+                    logger.warning("skipping malformed message seq=%d subject=%.200s: %s", seq, subject, exc)
                     skipped.append(seq)
-                    continue
-                records.append(Recorded(seq=seq, subject=headers["Nats-Subject"], event=event))
         finally:
             await sub.unsubscribe()
         if not more:

@@ -62,7 +62,7 @@ async def run(settings: Settings) -> None:
             admission,
             tokens=settings.tokens,
             ready=ready,
-            allow_local_repos=settings.allow_local_repos,
+            local_roots=settings.local_repo_roots,
             max_body_bytes=settings.max_body_bytes,
         )
         config = uvicorn.Config(
@@ -77,6 +77,8 @@ async def run(settings: Settings) -> None:
             await asyncio.sleep(0.01)
         if server.started:
             logger.info("admission listening on http://%s:%d", settings.host, settings.port)
+            roots = settings.local_repo_roots
+            logger.info("local repositories: %s", ", ".join(roots) if roots else "disabled")
             if settings.ready_file:
                 await asyncio.to_thread(Path(settings.ready_file).write_text, "ready\n")
         await serving

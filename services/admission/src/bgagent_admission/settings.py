@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import posixpath
 from collections.abc import Mapping
 
 import msgspec
@@ -37,12 +38,43 @@ def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -
     return value
 
 
+def local_repo_roots(env: Mapping[str, str], name: str = "BGAGENT_LOCAL_REPO_ROOTS") -> tuple[str, ...]:
+    """The local repository roots: absolute paths separated by ``os.pathsep`` (``:``), like ``PATH``.
+
+    Unset or empty: local repositories are disabled. Each root is normalised (``/a/./b/`` → ``/a/b``)
+    and duplicates are dropped; a relative root is refused. Roots are not looked up on disk here:
+    a root may be created after the service starts.
+    """
+    if _flag(env, "BGAGENT_ALLOW_LOCAL_REPOS", False):
+        raise SettingsError(
+            f"BGAGENT_ALLOW_LOCAL_REPOS was replaced by {name}: set it to the folders local "
+            f"repositories may live in, separated by {os.pathsep!r}, and unset BGAGENT_ALLOW_LOCAL_REPOS"
+        )
+    roots: list[str] = []
+    for part in env.get(name, "").split(os.pathsep):
+        entry = part.strip()
+        if not entry:
+            continue
+        if not entry.startswith("/"):
+            raise SettingsError(
+                f"{name}: {entry!r} is not an absolute path "
+                f"(roots are absolute paths separated by {os.pathsep!r})"
+            )
+        root = posixpath.normpath(entry)
+        if root.startswith("//"):
+            root = "/" + root.lstrip("/")
+        if root not in roots:
+            roots.append(root)
+    return tuple(roots)
+
+
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
     nats: NatsSettings
     tokens: TokenTable
     host: str = "127.0.0.1"
     port: int = 8080
-    allow_local_repos: bool = False
+    local_repo_roots: tuple[str, ...] = ()
+    """Folders local repositories (absolute paths, ``file://``) may live in; empty disables them."""
     auto_provision: bool = False
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     log_level: str = "INFO"
@@ -69,7 +101,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             tokens=tokens,
             host=e.get("BGAGENT_HTTP_HOST", "127.0.0.1") or "127.0.0.1",
             port=_int(e, "BGAGENT_ADMISSION_PORT", 8080, 0, 65535),
-            allow_local_repos=_flag(e, "BGAGENT_ALLOW_LOCAL_REPOS", False),
+            local_repo_roots=local_repo_roots(e),
             auto_provision=_flag(e, "BGAGENT_AUTO_PROVISION", False),
             max_body_bytes=_int(e, "BGAGENT_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, 1024, 16 * 1024 * 1024),
             log_level=(e.get("BGAGENT_LOG_LEVEL") or "INFO").upper(),

@@ -3,7 +3,8 @@
 Per batch:
 1. decode each message and fold it into the in-memory state of its task (a task first seen
    mid-log is loaded from the event store up to that message's sequence); a malformed
-   message is logged with its seq and subject, counted, and acked with the batch;
+   message (``decode_recorded`` refuses it) is recorded in the poison bucket, counted, and
+   acked with the batch: it is never retried;
 2. for every task the batch touched whose target is routable, render the body and, if it
    differs from the last body this process sent, upsert the comment (one edit per task per
    batch: a burst of events coalesces), tasks in parallel up to ``concurrency``;
@@ -34,11 +35,11 @@ from bgagent_contracts import (
     Recorded,
     TaskState,
     TaskSubmitted,
-    decode_event,
+    decode_recorded,
     fold_recorded,
 )
-from bgagent_contracts.subjects import fanout_consumer, parse_subject
-from bgagent_eventstore import EventStore
+from bgagent_contracts.subjects import fanout_consumer
+from bgagent_eventstore import EventStore, record_poison
 
 from .comments import CommentKeeper
 from .errors import GitHubError, GitHubStoppedError
@@ -194,15 +195,20 @@ class Fanout:
         """Fold one message into its task's state; the task id, or None if it was skipped."""
         seq = msg.metadata.sequence.stream
         try:
-            task_id, _ = parse_subject(msg.subject, self._prefix)
-            event = decode_event(msg.data)
-            if event.task_id != task_id:
-                raise MalformedEventError(f"event for task {event.task_id} on subject of {task_id}")
-        except (ValueError, MalformedEventError) as exc:
+            record = decode_recorded(seq, msg.subject, msg.data, self._prefix)
+        except MalformedEventError as exc:
             self.malformed += 1
-            logger.warning("skipping malformed message seq=%s subject=%s: %s", seq, msg.subject, exc)
+            await record_poison(
+                self._js,
+                self._prefix,
+                reader="fanout",
+                seq=seq,
+                subject=msg.subject,
+                reason=str(exc),
+                size_bytes=len(msg.data),
+            )
             return None
-        record = Recorded(seq=seq, subject=msg.subject, event=event)
+        task_id = record.event.task_id
         state = self._states.get(task_id)
         if state is None:
             state = await self._load(task_id, record)

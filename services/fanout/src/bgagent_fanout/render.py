@@ -2,7 +2,9 @@
 
 Everything that comes from a task (repo, messages, URLs) is treated as untrusted: table cells
 are escaped, free text goes into code spans (no Markdown, no HTML, no @-mentions), and the
-pull request becomes a link only when its URL is a plain http(s) URL.
+pull request becomes a link only when its URL is a plain http(s) URL. As defence in depth (the
+runner redacts what it writes), every free text and URL is redacted again before it is rendered
+(``bgagent_contracts.redact``: known secret shapes and credential contexts).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import re
 from datetime import datetime
 
 from bgagent_contracts import Status, TaskState
+from bgagent_contracts.redact import redact
 
 MAX_BODY_CHARS = 60_000
 MAX_CELL_CHARS = 1_000
@@ -40,14 +43,16 @@ def safe_url(url: str | None) -> str | None:
     """The URL if it is a plain http(s) URL that cannot break out of a Markdown link, else None."""
     if not url or not url.lower().startswith(("https://", "http://")):
         return None
+    if redact(url) != url:
+        return None  # credentials in the URL: never a link
     if _UNSAFE_URL_CHARS.search(url) or len(url) > 2000:
         return None
     return url
 
 
 def text_cell(text: str, limit: int = MAX_CELL_CHARS) -> str:
-    """Plain text for a table cell: one line, Markdown specials escaped, mentions defused."""
-    flat = " ".join(text.split())
+    """Plain text for a table cell: redacted, one line, Markdown specials escaped, mentions defused."""
+    flat = " ".join(redact(text).split())
     if len(flat) > limit:
         flat = flat[:limit] + "…"
     escaped = _MARKDOWN_SPECIAL.sub(r"\\\1", flat)
@@ -55,8 +60,8 @@ def text_cell(text: str, limit: int = MAX_CELL_CHARS) -> str:
 
 
 def code_cell(text: str, limit: int = MAX_CELL_CHARS) -> str:
-    """Text as an inline code span inside a table cell (pipes escaped, backticks replaced)."""
-    flat = " ".join(text.split())
+    """Text as an inline code span inside a table cell (redacted, pipes escaped, backticks replaced)."""
+    flat = " ".join(redact(text).split())
     if len(flat) > limit:
         flat = flat[:limit] + "…"
     flat = flat.replace("`", "'").replace("|", "\\|")

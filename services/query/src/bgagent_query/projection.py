@@ -13,9 +13,8 @@ from datetime import datetime
 
 import msgspec
 
-from bgagent_contracts import MalformedEventError, Recorded, TaskState, decode_event, event_type
+from bgagent_contracts import MalformedEventError, Recorded, TaskState, decode_recorded, event_type
 from bgagent_contracts.fold import fold_recorded
-from bgagent_contracts.subjects import parse_subject
 from bgagent_eventstore import Delivered
 
 from .store import EventRow, PoisonRow
@@ -32,20 +31,11 @@ class Decoded(msgspec.Struct, kw_only=True):
 def check_message(seq: int, subject: str, data: bytes, prefix: str) -> tuple[Recorded, str] | str:
     """``(record, event JSON)`` for a good message, else the reason it is poison."""
     try:
-        subject_task, subject_type = parse_subject(subject, prefix)
-    except ValueError as exc:
-        return str(exc)
-    try:
-        event = decode_event(data)
-        text = data.decode("utf-8")
-    except (MalformedEventError, UnicodeDecodeError) as exc:
+        record = decode_recorded(seq, subject, data, prefix)
+    except MalformedEventError as exc:
         return f"malformed event: {exc}"
-    if event.task_id != subject_task:
-        return f"event task_id {event.task_id!r} does not match subject task {subject_task!r}"
-    kind = event_type(event)
-    if kind != subject_type:
-        return f"event type {kind!r} does not match subject type {subject_type!r}"
-    return Recorded(seq=seq, subject=subject, event=event), text
+    # decode_recorded has checked the bytes are UTF-8 JSON; the stored text keeps them as sent.
+    return record, data.decode("utf-8")
 
 
 def add_message(out: Decoded, msg: Delivered, prefix: str, now: datetime) -> str | None:

@@ -148,6 +148,16 @@ async def insert_poison(conn: Any, rows: Sequence[PoisonRow]) -> None:
         )
 
 
+async def recent_poison(conn: Any, limit: int) -> list[dict[str, Any]]:
+    """The newest poison rows (without their raw bytes), newest first."""
+    rows = await conn.fetch(
+        "SELECT seq, subject, error, length(raw) AS size_bytes, recorded_at FROM poison_messages"
+        " ORDER BY seq DESC LIMIT $1",
+        limit,
+    )
+    return [dict(r) for r in rows]
+
+
 async def truncate_read_models(conn: Any) -> None:
     await conn.execute("TRUNCATE tasks, task_events, poison_messages")
 

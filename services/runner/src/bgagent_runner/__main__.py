@@ -10,6 +10,7 @@ import signal
 from bgagent_eventstore import StoreError
 
 from .errors import RunnerError
+from .logs import install_redaction
 from .settings import Settings
 from .worker import Runner
 
@@ -34,6 +35,7 @@ def main() -> None:
     except ValueError as exc:
         logger.error("invalid runner settings: %s", exc)
         raise SystemExit(2) from None
+    install_redaction(settings.secrets)
     logger.info("starting runner %s (model %s)", settings.runner_id, settings.model)
     try:
         asyncio.run(serve(settings))

@@ -41,6 +41,8 @@ from .trace import Trace
 
 logger = logging.getLogger(__name__)
 
+TOOL_NAME_CHARS = 64
+
 
 class Outcome(enum.Enum):
     FINISHED = "finished"
@@ -127,6 +129,10 @@ class Agent:
 
     def _preview(self, text: str) -> str:
         return preview(text, self.limit, self.settings.secrets)
+
+    def _tool_name(self, name: str) -> str:
+        """The model chose the name: redacted and short like any other text it wrote."""
+        return preview(name, TOOL_NAME_CHARS, self.settings.secrets)
 
     async def run(self) -> AgentResult:
         messages: list[MessageParam] = []
@@ -262,7 +268,7 @@ class Agent:
                 **self.session.common(),
                 turn=turn,
                 tool_use_id=tool_use_id,
-                tool_name=name,
+                tool_name=self._tool_name(name),
                 input_preview=self._preview(input_text),
             )
         )
@@ -282,7 +288,7 @@ class Agent:
                 **self.session.common(),
                 turn=turn,
                 tool_use_id=tool_use_id,
-                tool_name=name,
+                tool_name=self._tool_name(name),
                 is_error=output.is_error,
                 output_preview=self._preview(text),
                 duration_ms=int((time.monotonic() - started) * 1000),

@@ -10,6 +10,9 @@ from typing import Any, Protocol
 import httpx
 import msgspec
 
+from bgagent_contracts.redact import redact
+from bgagent_contracts.text import BODY_MAX, PR_TITLE_MAX, bounded, title_line
+
 from .errors import ForgeError
 
 logger = logging.getLogger(__name__)
@@ -73,6 +76,7 @@ class GitHubForge:
         max_wait_s: float = 30.0,
     ) -> None:
         self._attempts = attempts
+        self._secrets = (token,) if token else ()
         self._retry_base_s = retry_base_s
         self._max_wait_s = max_wait_s
         headers = {"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": "2022-11-28"}
@@ -91,7 +95,7 @@ class GitHubForge:
                 response = await self._client.request(method, path, **kwargs)
             except httpx.HTTPError as exc:
                 if last:
-                    raise ForgeError(f"GitHub {method} {path} failed: {exc!r}") from exc
+                    raise ForgeError(self._redact(f"GitHub {method} {path} failed: {exc!r}")) from exc
                 await asyncio.sleep(self._retry_base_s * 2.0 ** (attempt - 1))
                 continue
             wait = self._retry_wait(response, attempt)
@@ -102,8 +106,12 @@ class GitHubForge:
             )
             await asyncio.sleep(wait)
         if response.status_code >= 400:
-            raise ForgeError(f"GitHub {method} {path} answered {response.status_code}: {response.text[:300]}")
+            detail = self._redact(response.text)[:300]
+            raise ForgeError(f"GitHub {method} {path} answered {response.status_code}: {detail}")
         return response.json()
+
+    def _redact(self, text: str) -> str:
+        return redact(text, self._secrets)
 
     def _retry_wait(self, response: httpx.Response, attempt: int) -> float | None:
         """Seconds to wait before retrying, or None when the answer is final."""
@@ -141,15 +149,23 @@ class GitHubForge:
     async def open_pull(
         self, owner: str, name: str, *, head: str, base: str, title: str, body: str
     ) -> PullRequest:
+        # The caller builds title and body (prompts.py); shaped again here so that no caller can send
+        # GitHub a secret of ours, a control character, a multi-line title or an oversized body.
         data = await self._call(
             "POST",
             f"/repos/{owner}/{name}/pulls",
-            json={"title": title, "head": head, "base": base, "body": body},
+            json={
+                "title": title_line(self._redact(title), PR_TITLE_MAX),
+                "head": head,
+                "base": base,
+                "body": bounded(self._redact(body), BODY_MAX),
+            },
         )
         return _pull(data)
 
     async def post_review(self, owner: str, name: str, number: int, body: str) -> str:
+        review = bounded(self._redact(body), BODY_MAX)
         data = await self._call(
-            "POST", f"/repos/{owner}/{name}/pulls/{number}/reviews", json={"body": body, "event": "COMMENT"}
+            "POST", f"/repos/{owner}/{name}/pulls/{number}/reviews", json={"body": review, "event": "COMMENT"}
         )
         return str(data.get("html_url") or data.get("url") or "")

@@ -20,6 +20,7 @@ from nats.aio.msg import Msg
 from bgagent_contracts import (
     CancelRequested,
     Event,
+    MalformedEventError,
     Milestone,
     PrOpened,
     PrUpdated,
@@ -29,7 +30,7 @@ from bgagent_contracts import (
     TaskFailed,
     TaskType,
     WorkspaceReady,
-    decode_event,
+    decode_recorded,
 )
 from bgagent_contracts.preview import redact
 from bgagent_contracts.subjects import task_subject
@@ -37,7 +38,7 @@ from bgagent_contracts.subjects import task_subject
 from .agent import Agent, AgentResult, Outcome
 from .errors import ForgeError, ForgeUnsupportedError, RunnerError
 from .forge import Forge, Issue, PullRequest
-from .prompts import commit_message, pr_body, pr_title, system_prompt, task_message
+from .prompts import commit_message, pr_body, pr_title, review_body, system_prompt, task_message
 from .session import AttemptSuperseded, TaskSession
 from .settings import Settings
 from .tools import BashTool, TextEditor, scrubbed_env
@@ -71,13 +72,18 @@ class CancelWatch:
         self.reason: str | None = None
         self._sub: object | None = None
 
-    async def start(self, nc: Client, subject: str) -> None:
+    async def start(self, nc: Client, subject: str, prefix: str) -> None:
         async def on_msg(msg: Msg) -> None:
-            with contextlib.suppress(Exception):
-                event = decode_event(msg.data)
-                if isinstance(event, CancelRequested):
-                    self.by, self.reason = event.requested_by, event.reason
-            self.requested.set()
+            # Only a valid cancel_requested of this task counts: anything else on the subject is
+            # poison (the projector records it) and must not stop the task.
+            try:
+                event = decode_recorded(0, msg.subject, msg.data, prefix).event
+            except MalformedEventError as exc:
+                logger.warning("ignoring a malformed message on %s: %s", msg.subject, exc)
+                return
+            if isinstance(event, CancelRequested):
+                self.by, self.reason = event.requested_by, event.reason
+                self.requested.set()
 
         self._sub = await nc.subscribe(subject, cb=on_msg)
 
@@ -112,9 +118,8 @@ class Job:
     async def run(self) -> None:
         attach(self.trace, self.session, self.nc.jetstream(), self.settings.nats.prefix)
         watch = CancelWatch()
-        await watch.start(
-            self.nc, task_subject(self.session.task_id, "cancel_requested", self.settings.nats.prefix)
-        )
+        prefix = self.settings.nats.prefix
+        await watch.start(self.nc, task_subject(self.session.task_id, "cancel_requested", prefix), prefix)
         try:
             if (await self.session.refresh()).cancel_requested:
                 watch.requested.set()
@@ -127,8 +132,8 @@ class Job:
             logger.warning("%s; abandoning it", exc)
             raise
         except RunnerError as exc:
-            logger.warning("task %s failed: %s", self.session.task_id, exc)
             message = redact(str(exc), self.settings.secrets)
+            logger.warning("task %s failed: %s", self.session.task_id, message)
             await self.session.emit(TaskFailed(**self.session.common(), code=exc.code, message=message))
         finally:
             await watch.stop()
@@ -193,7 +198,11 @@ class Job:
             push=state.task_type is not TaskType.PR_REVIEW,
         )
         await self.session.emit(
-            Milestone(**self.session.common(), name="repo_cloned", detail=f"cloned {state.repo} ({base})"),
+            Milestone(
+                **self.session.common(),
+                name="repo_cloned",
+                detail=self._redact(f"cloned {state.repo} ({base})"),
+            ),
             WorkspaceReady(
                 **self.session.common(), branch=branch, base_branch=base_branch, head_sha=base_sha
             ),
@@ -237,16 +246,23 @@ class Job:
         return issue, pull
 
     # --- finalize --------------------------------------------------------------------------------
+    # Everything written from here (commit message, pull request, review, event details) is redacted
+    # and shaped by prompts.py / _redact: the agent's final text and the task description are
+    # untrusted and may hold secrets the agent printed.
+
+    def _redact(self, text: str) -> str:
+        return redact(text, self.settings.secrets)
 
     async def _finalize(self, summary: str | None) -> None:
         assert self.ws is not None
         assert self.git is not None
         ws, git, state = self.ws, self.git, self.session.state
         common = self.session.common
+        secrets = self.settings.secrets
         if not ws.push:
             await self._post_review(summary)
             return
-        await commit_all(git, commit_message(state))
+        await commit_all(git, commit_message(state, secrets))
         ahead = await commits_ahead(git, ws.base_sha)
         if ahead == 0:
             await self.session.emit(
@@ -265,7 +281,11 @@ class Job:
             assert ws.ref.owner is not None
             assert ws.ref.name is not None
             events.append(
-                Milestone(**common(), name="branch_pushed", detail=f"pushed {ws.branch} to {state.repo}")
+                Milestone(
+                    **common(),
+                    name="branch_pushed",
+                    detail=self._redact(f"pushed {ws.branch} to {state.repo}"),
+                )
             )
             try:
                 pull = await self.forge.find_open_pull(ws.ref.owner, ws.ref.name, ws.branch)
@@ -276,8 +296,8 @@ class Job:
                         ws.ref.name,
                         head=ws.branch,
                         base=ws.base_branch,
-                        title=pr_title(state),
-                        body=pr_body(state, summary),
+                        title=pr_title(state, secrets),
+                        body=pr_body(state, summary, secrets),
                     )
             except ForgeError as exc:
                 raise ForgeError(
@@ -295,7 +315,7 @@ class Job:
                 f"pushed {ws.branch} to {_display(ws.ref)}; no pull request was opened because the remote "
                 "is not GitHub"
             )
-            events.append(Milestone(**common(), name="branch_pushed", detail=detail))
+            events.append(Milestone(**common(), name="branch_pushed", detail=self._redact(detail)))
             result = "branch_pushed"
         events.append(TaskCompleted(**common(), result=result, branch=ws.branch, pr_url=pr_url, head_sha=sha))
         await self.session.emit(*events)
@@ -305,7 +325,7 @@ class Job:
         state, ws = self.session.state, self.ws
         if self.forge is None or ws.ref.owner is None or ws.ref.name is None or state.pr_number is None:
             raise ForgeUnsupportedError("a review can only be posted to a GitHub pull request")
-        body = (summary or "No findings.") + f"\n\n---\nbgagent task `{state.task_id}`"
+        body = review_body(state, summary, self.settings.secrets)
         url = await self.forge.post_review(ws.ref.owner, ws.ref.name, state.pr_number, body)
         common = self.session.common
         await self.session.emit(

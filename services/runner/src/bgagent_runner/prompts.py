@@ -1,10 +1,18 @@
-"""What the model is told: the system prompt, the task message, nudges."""
+"""What the model is told (system prompt, task message, nudges) and what the platform writes.
+
+The commit message, pull request title and body and the review body are built from text a user or
+the agent wrote: each is redacted (known secret shapes and the runner's own secrets), cleaned of
+control characters and bounded (one line of at most 256 characters for a title, 72 for a commit
+subject; a body below GitHub's limit), in that order.
+"""
 
 from __future__ import annotations
 
 from html import escape
 
 from bgagent_contracts import TaskState, TaskType
+from bgagent_contracts.redact import redact
+from bgagent_contracts.text import BODY_MAX, COMMIT_SUBJECT_MAX, PR_TITLE_MAX, bounded, clean, title_line
 
 from .forge import Issue, PullRequest
 
@@ -49,24 +57,45 @@ def nudge_block(nudge_id: str, message: str) -> str:
     return f'<user_nudge nudge_id="{escape(nudge_id)}">{escape(message, quote=False)}</user_nudge>'
 
 
-def commit_message(state: TaskState) -> str:
-    first = (state.description or "").strip().splitlines()
-    title = first[0][:72] if first else f"work on {state.repo}"
-    return f"bgagent: {title}\n\nTask-Id: {state.task_id}\n"
+def _first_line(text: str | None, secrets: tuple[str, ...]) -> str:
+    """The first non-blank line of ``text``, redacted (the whole text first, then the line)."""
+    for line in redact(clean(text or ""), secrets).splitlines():
+        if line.strip():
+            return line
+    return ""
 
 
-def pr_title(state: TaskState) -> str:
-    first = (state.description or "").strip().splitlines()
-    if first:
-        return first[0][:100]
+def _footer(state: TaskState) -> str:
+    return f"\n\n---\nbgagent task `{state.task_id}`"
+
+
+def commit_message(state: TaskState, secrets: tuple[str, ...] = ()) -> str:
+    title = title_line(_first_line(state.description, secrets), COMMIT_SUBJECT_MAX)
+    if not title:
+        title = title_line(f"work on {redact(state.repo, secrets)}", COMMIT_SUBJECT_MAX)
+    return clean(f"bgagent: {title}\n\nTask-Id: {state.task_id}\n")
+
+
+def pr_title(state: TaskState, secrets: tuple[str, ...] = ()) -> str:
+    title = title_line(_first_line(state.description, secrets), PR_TITLE_MAX)
+    if title:
+        return title
     if state.issue_number is not None:
         return f"Resolve issue #{state.issue_number}"
     return f"bgagent task {state.task_id}"
 
 
-def pr_body(state: TaskState, summary: str | None) -> str:
-    lines = [summary.strip() if summary else "Changes made by bgagent."]
-    if state.issue_number is not None:
-        lines.append(f"\nCloses #{state.issue_number}")
-    lines.append(f"\n---\nbgagent task `{state.task_id}`")
-    return "\n".join(lines)
+def _body(text: str | None, default: str, tail: str, secrets: tuple[str, ...]) -> str:
+    head = redact(clean(text or ""), secrets).strip() or default
+    return bounded(head, BODY_MAX - len(tail)) + tail
+
+
+def pr_body(state: TaskState, summary: str | None, secrets: tuple[str, ...] = ()) -> str:
+    """The agent's summary, redacted and bounded, then ``Closes #n`` and the task footer."""
+    closes = f"\n\nCloses #{state.issue_number}" if state.issue_number is not None else ""
+    return _body(summary, "Changes made by bgagent.", closes + _footer(state), secrets)
+
+
+def review_body(state: TaskState, summary: str | None, secrets: tuple[str, ...] = ()) -> str:
+    """The agent's review, redacted and bounded, then the task footer."""
+    return _body(summary, "No findings.", _footer(state), secrets)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import posixpath
 import socket
 from collections.abc import Mapping
 
@@ -12,6 +13,37 @@ from ulid import ULID
 from bgagent_eventstore import NatsSettings, env_flag
 
 DEFAULT_MODEL = "claude-sonnet-4-6"
+LOCAL_REPO_ROOTS = "BGAGENT_LOCAL_REPO_ROOTS"
+
+
+def local_repo_roots(env: Mapping[str, str]) -> tuple[str, ...]:
+    """``BGAGENT_LOCAL_REPO_ROOTS``: absolute paths separated by ``os.pathsep`` (``:``), like ``PATH``.
+
+    Unset or empty: this runner clones and pushes no local repository. Roots are normalised and
+    deduplicated, not looked up on disk (a root may appear later); a relative one is refused
+    (ValueError naming the variable), as is the boolean this replaced.
+    """
+    if env_flag(env, "BGAGENT_ALLOW_LOCAL_REPOS", False):
+        raise ValueError(
+            f"BGAGENT_ALLOW_LOCAL_REPOS was replaced by {LOCAL_REPO_ROOTS}: set it to the folders local "
+            f"repositories may live in, separated by {os.pathsep!r}, and unset BGAGENT_ALLOW_LOCAL_REPOS"
+        )
+    roots: list[str] = []
+    for part in env.get(LOCAL_REPO_ROOTS, "").split(os.pathsep):
+        entry = part.strip()
+        if not entry:
+            continue
+        if not entry.startswith("/"):
+            raise ValueError(
+                f"{LOCAL_REPO_ROOTS}: {entry!r} is not an absolute path "
+                f"(roots are absolute paths separated by {os.pathsep!r})"
+            )
+        root = posixpath.normpath(entry)
+        if root.startswith("//"):
+            root = "/" + root.lstrip("/")
+        if root not in roots:
+            roots.append(root)
+    return tuple(roots)
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
@@ -19,7 +51,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     runner_id: str
     slots: int = 2
     work_dir: str = "/tmp/bgagent-work"
-    allow_local_repos: bool = False
+    local_repo_roots: tuple[str, ...] = ()
+    """Folders local repositories may live in (clone and push); empty: no local repositories."""
     github_token: str | None = None
     github_api_url: str = "https://api.github.com"
     github_git_url: str = "https://github.com"
@@ -51,7 +84,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             runner_id=e.get("BGAGENT_RUNNER_ID") or f"{socket.gethostname()}-{str(ULID())[-8:].lower()}",
             slots=int(e.get("BGAGENT_RUNNER_SLOTS", "2")),
             work_dir=e.get("BGAGENT_WORK_DIR", "/tmp/bgagent-work"),
-            allow_local_repos=env_flag(e, "BGAGENT_ALLOW_LOCAL_REPOS", False),
+            local_repo_roots=local_repo_roots(e),
             github_token=e.get("GITHUB_TOKEN") or None,
             github_api_url=e.get("BGAGENT_GITHUB_API_URL", "https://api.github.com").rstrip("/"),
             github_git_url=e.get("BGAGENT_GITHUB_GIT_URL", "https://github.com").rstrip("/"),

@@ -2,10 +2,11 @@
 
 Events carry previews only; the trace keeps the whole conversation: system
 prompt, every model turn's text and tool inputs, every tool output (after the
-output cap), nudges, and the end. Secrets are redacted before anything is
-kept. The object is gzipped JSON lines named ``<task_id>/attempt-<n>.jsonl.gz``
-in the ``<prefix>_traces`` bucket; ``trace_stored`` names it, just before the
-terminal event.
+output cap), nudges, and the end. Secrets are redacted (``bgagent_contracts.redact``,
+with the runner's own secrets as exact values) from every string, dictionary keys
+included, before anything is kept. The object is gzipped JSON lines named
+``<task_id>/attempt-<n>.jsonl.gz`` in the ``<prefix>_traces`` bucket; ``trace_stored``
+names it, just before the terminal event.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ class Trace:
         if isinstance(value, str):
             return redact(value, self.secrets)
         if isinstance(value, dict):
-            return {k: self._scrub(v) for k, v in value.items()}
+            return {redact(str(k), self.secrets): self._scrub(v) for k, v in value.items()}
         if isinstance(value, list | tuple):
             return [self._scrub(v) for v in value]
         return value
@@ -76,7 +77,9 @@ def attach(trace: Trace, session: TaskSession, js: JetStreamContext, prefix: str
             bucket = await js.object_store(traces_bucket(prefix))
             await bucket.put(name, data)
         except (nats.errors.Error, nats.js.errors.Error, OSError) as exc:
-            logger.warning("could not store the trace of %s: %s", session.task_id, exc)
+            logger.warning(
+                "could not store the trace of %s: %s", session.task_id, redact(str(exc), trace.secrets)
+            )
             return []
         return [TraceStored(**session.common(), object_name=name, size_bytes=len(data))]
 

@@ -20,11 +20,12 @@ from nats.aio.msg import Msg
 
 from bgagent_contracts import TaskFailed
 from bgagent_contracts.preview import redact
-from bgagent_contracts.subjects import parse_subject, runner_consumer
-from bgagent_eventstore import JetStreamEventStore, StoreUnavailableError, connect
+from bgagent_contracts.subjects import runner_consumer
+from bgagent_eventstore import ConcurrencyError, JetStreamEventStore, StoreUnavailableError, connect
 
 from .errors import NotProvisionedError
 from .forge import Forge, GitHubForge
+from .intake import delivered_task, fail_invalid, submission_problem
 from .job import Job
 from .session import AttemptSuperseded, ClaimLost, claim, utcnow
 from .settings import Settings
@@ -207,11 +208,9 @@ class Runner:
         forge: Forge,
         client: anthropic.AsyncAnthropic | None,
     ) -> str:
-        try:
-            task_id, _ = parse_subject(msg.subject, self.settings.nats.prefix)
-        except ValueError:
-            logger.error("not a task subject: %s", msg.subject)
-            return "term"
+        task_id = await delivered_task(msg, nc.jetstream(), self.settings.nats.prefix)
+        if task_id is None:
+            return "term"  # poison: recorded, never redelivered
         if task_id in self.active:
             return "none"  # a redelivery of a task this process is running: its handler acks
         log = await store.read(task_id)
@@ -220,6 +219,13 @@ class Runner:
             logger.error("task %s has no readable task_submitted; dropping the message", task_id)
             return "term"
         if state.terminal:
+            return "ack"
+        problem = submission_problem(log, self.settings.local_repo_roots)
+        if problem is not None:
+            try:
+                await fail_invalid(store, log, problem)
+            except ConcurrencyError:
+                return "busy"  # the log moved (a cancel?): look again on redelivery
             return "ack"
         try:
             traceparent = (msg.headers or {}).get("traceparent")

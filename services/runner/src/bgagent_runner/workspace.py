@@ -3,6 +3,12 @@
 The GitHub token never touches disk, argv or logs: git gets it as an
 ``http.<git-url>/.extraHeader`` through ``GIT_CONFIG_COUNT`` environment
 variables, scoped to the GitHub git URL so no other host ever sees it.
+
+Local repositories (an absolute path or ``file://`` URL) must lie under one of the runner's
+``local_repo_roots``, checked on disk (symlinks resolved, ``.git`` pointers followed) when the
+repository is parsed, again right before the clone and again right before the push. The push
+goes to the URL decided here, never to whatever ``origin`` the agent may have rewritten in the
+workspace. Refusals say nothing about the host's file system beyond the roots.
 """
 
 from __future__ import annotations
@@ -19,8 +25,10 @@ from urllib.parse import urlsplit
 import msgspec
 
 from bgagent_contracts.preview import redact
+from bgagent_contracts.submission import local_path, under_roots
+from bgagent_contracts.text import clean
 
-from .errors import GitError, RepoNotAllowedError
+from .errors import GitError, RepoNotAllowedError, WorkspaceError
 from .settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -29,6 +37,10 @@ GIT_TIMEOUT_S = 300.0
 # Never committed, even in repositories without a .gitignore (written to .git/info/exclude).
 DEFAULT_EXCLUDES = ("__pycache__/", "*.py[cod]", ".pytest_cache/", ".mypy_cache/", ".ruff_cache/")
 IDENTITY = ("bgagent", "bgagent@localhost")
+NOT_UNDER_ROOTS = (
+    "the repository is not under a local repository root this runner allows (BGAGENT_LOCAL_REPO_ROOTS)"
+)
+_POINTER_MAX = 4096
 
 
 class RepoRef(msgspec.Struct, frozen=True, kw_only=True):
@@ -52,15 +64,15 @@ def _owner_name(path: str) -> tuple[str, str] | None:
 
 
 def parse_repo(repo: str, settings: Settings) -> RepoRef:
-    """``owner/name``, GitHub URLs → GitHub; paths, ``file://`` → local (if allowed); https → remote."""
+    """``owner/name``, GitHub URLs → GitHub; paths, ``file://`` → local (under a root); https → remote.
+
+    A local repository is checked on disk (:func:`local_repo`): its ``clone_url`` is the real
+    path that passed, in the form it was given (plain path or ``file://``).
+    """
     text = repo.strip()
     if text.startswith(("/", "file://")):
-        if not settings.allow_local_repos:
-            raise RepoNotAllowedError(
-                f"repository {text!r} is a local path; this runner only accepts them when "
-                "BGAGENT_ALLOW_LOCAL_REPOS=true"
-            )
-        return RepoRef(kind="local", clone_url=text)
+        real = local_repo(text, settings.local_repo_roots)
+        return RepoRef(kind="local", clone_url=f"file://{real}" if text.startswith("file://") else real)
     git_base = settings.github_git_url.rstrip("/")
     if text.startswith(git_base + "/"):
         pair = _owner_name(text[len(git_base) :])
@@ -81,6 +93,83 @@ def parse_repo(repo: str, settings: Settings) -> RepoRef:
     return RepoRef(
         kind="github", clone_url=f"{git_base}/{pair[0]}/{pair[1]}.git", owner=pair[0], name=pair[1]
     )
+
+
+def local_repo(repo: str, roots: tuple[str, ...]) -> str:
+    """The real path of a local repository that lies, with its git directories, under a root.
+
+    RepoNotAllowedError when local repositories are off, the path is not absolute, has ``..``,
+    or leads (through any symlink or ``.git`` pointer) outside every root: one message whether or
+    not the path exists. Inside the roots, a missing path or a plain directory is a WorkspaceError.
+    Blocking I/O (a few ``stat`` and small reads).
+    """
+    if not roots:
+        raise RepoNotAllowedError(
+            "local repositories are disabled on this runner (BGAGENT_LOCAL_REPO_ROOTS is empty)"
+        )
+    path = local_path(repo.strip())
+    if path is None or not path.startswith("/") or ".." in path.split("/"):
+        raise RepoNotAllowedError("a local repository must be an absolute path or file:// URL without '..'")
+    real_roots = [os.path.realpath(root) for root in roots]
+    real = os.path.realpath(path)
+    if not under_roots(real, real_roots):
+        raise RepoNotAllowedError(NOT_UNDER_ROOTS)
+    if not os.path.isdir(real):
+        raise WorkspaceError("the repository does not exist under the local repository roots")
+    dirs = _git_dirs(real)
+    if dirs is None:
+        raise WorkspaceError("the local repository is not a git repository")
+    if not all(under_roots(d, real_roots) for d in dirs):
+        raise RepoNotAllowedError(NOT_UNDER_ROOTS)
+    return real
+
+
+def _git_dirs(repo_dir: str) -> list[str] | None:
+    """Real paths of the git directories a repository uses (its own, and a worktree's common one)."""
+    dot_git = os.path.join(repo_dir, ".git")
+    if os.path.isdir(dot_git):
+        gitdir = os.path.realpath(dot_git)
+    elif os.path.isfile(dot_git):
+        target = _pointer(dot_git, "gitdir:")
+        if target is None:
+            return None
+        gitdir = os.path.realpath(os.path.join(repo_dir, target))
+        if not os.path.isdir(gitdir):
+            return None
+    elif all(
+        check(os.path.join(repo_dir, name))
+        for check, name in ((os.path.isfile, "HEAD"), (os.path.isdir, "objects"), (os.path.isdir, "refs"))
+    ):
+        gitdir = repo_dir  # bare
+    else:
+        return None
+    dirs = [gitdir]
+    common = os.path.join(gitdir, "commondir")
+    if os.path.isfile(common):
+        target = _pointer(common, "")
+        if target is None:
+            return None
+        dirs.append(os.path.realpath(os.path.join(gitdir, target)))
+    return dirs
+
+
+def _pointer(path: str, prefix: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            first = f.read(_POINTER_MAX).partition("\n")[0].strip()
+    except OSError:
+        return None
+    target = first[len(prefix) :].strip() if first.startswith(prefix) else ""
+    return target or None
+
+
+async def _recheck(ref: RepoRef, roots: tuple[str, ...]) -> None:
+    """Resolve a local repository again (a symlink may have changed since it was parsed)."""
+    if ref.kind != "local":
+        return
+    real = await asyncio.to_thread(local_repo, ref.clone_url, roots)
+    if real != ref.clone_url.removeprefix("file://"):
+        raise RepoNotAllowedError("the local repository moved while the task ran (a symlink changed)")
 
 
 def git_env(settings: Settings, home: Path) -> dict[str, str]:
@@ -109,10 +198,21 @@ def git_env(settings: Settings, home: Path) -> dict[str, str]:
 class Git:
     """Runs git in one directory; failures raise GitError with redacted output."""
 
-    def __init__(self, cwd: Path, env: dict[str, str], secrets: tuple[str, ...]) -> None:
+    def __init__(
+        self,
+        cwd: Path,
+        env: dict[str, str],
+        secrets: tuple[str, ...],
+        *,
+        origin: RepoRef | None = None,
+        local_roots: tuple[str, ...] = (),
+    ) -> None:
         self.cwd = cwd
         self.env = env
         self.secrets = secrets
+        # where this checkout came from, and where push() sends it (None: the "origin" remote)
+        self.origin = origin
+        self.local_roots = local_roots
 
     async def run(self, *args: str, cwd: Path | None = None, ok_codes: tuple[int, ...] = (0,)) -> str:
         proc = await asyncio.create_subprocess_exec(
@@ -166,10 +266,12 @@ def attempt_dir(settings: Settings, task_id: str, attempt: int) -> Path:
 
 async def clone(settings: Settings, ref: RepoRef, root: Path) -> tuple[Git, Path, Path]:
     """A fresh clone in ``root/repo`` with the bgagent identity configured."""
+    roots = settings.local_repo_roots
+    await _recheck(ref, roots)
     await asyncio.to_thread(_fresh_dir, root)
     home = root / "home"
     repo_dir = root / "repo"
-    git = Git(repo_dir, git_env(settings, home), settings.secrets)
+    git = Git(repo_dir, git_env(settings, home), settings.secrets, origin=ref, local_roots=roots)
     await git.run("clone", "--quiet", "--no-tags", ref.clone_url, str(repo_dir), cwd=root)
     await git.run("config", "user.name", IDENTITY[0])
     await git.run("config", "user.email", IDENTITY[1])
@@ -198,11 +300,16 @@ async def checkout_remote_branch(git: Git, branch: str) -> None:
 
 
 async def commit_all(git: Git, message: str) -> bool:
-    """Stage everything and commit; False when there was nothing to commit."""
+    """Stage everything and commit; False when there was nothing to commit.
+
+    The message is redacted and cleaned here too: argv cannot carry a NUL, and git would refuse
+    an empty message.
+    """
     await git.run("add", "-A")
     if await git.code("diff", "--cached", "--quiet") == 0:
         return False
-    await git.run("commit", "--quiet", "--no-verify", "-m", message)
+    text = clean(redact(clean(message), git.secrets)).strip() or "bgagent: changes"
+    await git.run("commit", "--quiet", "--no-verify", "-m", text)
     return True
 
 
@@ -211,7 +318,24 @@ async def commits_ahead(git: Git, base_sha: str) -> int:
 
 
 async def push(git: Git, branch: str, *, force: bool) -> None:
-    args = ["push", "--quiet", "origin", f"HEAD:refs/heads/{branch}"]
+    """Push HEAD to ``branch`` of the repository the checkout came from, checked once more.
+
+    The agent had a shell in this checkout: it may have pointed ``origin`` elsewhere, added a
+    ``url.<base>.insteadOf`` rewrite or a pre-push hook. So the push names the URL itself, refuses
+    any URL rewrite in effect, and skips hooks (``--no-verify``).
+    """
+    target = "origin"
+    if git.origin is not None:
+        await _recheck(git.origin, git.local_roots)
+        rewrites = await git.run(
+            "config", "--name-only", "--get-regexp", r"^url\..*\.(insteadof|pushinsteadof)$", ok_codes=(0, 1)
+        )
+        if rewrites:
+            raise RepoNotAllowedError(
+                "the workspace's git configuration rewrites remote URLs (url.<base>.insteadOf); not pushing"
+            )
+        target = git.origin.clone_url
+    args = ["push", "--quiet", "--no-verify", target, f"HEAD:refs/heads/{branch}"]
     if force:
         args.insert(1, "--force")
     await git.run(*args)
