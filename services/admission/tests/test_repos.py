@@ -16,7 +16,8 @@ import httpx
 import pytest
 
 from bgagent_admission.errors import InvalidRequest
-from bgagent_admission.repos import MISSING, NOT_UNDER_ROOTS, check_local_repo, git_dirs
+from bgagent_admission.repos import check_local_repo
+from bgagent_contracts.localrepo import OsDisk, Refusal, git_dirs
 
 ALICE = {"Authorization": "Bearer alice-token"}
 Count = Callable[[], Awaitable[int]]
@@ -82,7 +83,7 @@ async def test_a_git_repository_under_the_root_is_accepted_in_normal_form(
 async def test_host_paths_outside_the_root_are_refused(
     local_client: httpx.AsyncClient, repo: str, stream_count: Count
 ) -> None:
-    assert await _refused(local_client, repo) == f"repo: {NOT_UNDER_ROOTS}"
+    assert await _refused(local_client, repo) == f"repo: {Refusal.OUTSIDE.value}"
     assert await stream_count() == 0
 
 
@@ -110,7 +111,7 @@ async def test_outside_the_root_existing_and_missing_paths_get_the_same_answer(
             f"{repo_root}/to-victim/",
         )
     }
-    assert answers == {f"repo: {NOT_UNDER_ROOTS}"}
+    assert answers == {f"repo: {Refusal.OUTSIDE.value}"}
     assert await stream_count() == 0
 
 
@@ -139,7 +140,7 @@ async def test_inside_the_root_a_missing_path_or_a_plain_directory_is_named(
     (repo_root / "plain").mkdir()
     (repo_root / "file.txt").write_text("x")
     missing = await _refused(local_client, str(repo_root / "missing"))
-    assert missing == f"repo: {MISSING}"
+    assert missing == f"repo: {Refusal.MISSING.value}"
     assert await _refused(local_client, f"file://{repo_root}/missing") == missing
     assert await _refused(local_client, str(repo_root / "file.txt")) == missing
     plain = await _refused(local_client, str(repo_root / "plain"))
@@ -169,7 +170,7 @@ async def test_a_git_pointer_leading_out_of_the_root_is_refused(
     linked.mkdir()
     (linked / ".git").symlink_to(outside / ".git")
     for repo in (worktree, linked):
-        assert await _refused(local_client, str(repo), secrets=(str(outside),)) == f"repo: {NOT_UNDER_ROOTS}"
+        assert await _refused(local_client, str(repo), secrets=(str(outside),)) == f"repo: {Refusal.OUTSIDE.value}"
     assert await stream_count() == 0
 
 
@@ -218,7 +219,7 @@ def test_a_bare_repository_and_a_worktree_inside_the_root_are_repositories(tmp_p
     _git("init", "--quiet", "--bare", str(root / "bare.git"))
     for name in ("main", "wt", "bare.git"):
         check_local_repo(str(root / name), (str(root),))
-    dirs = git_dirs(str(root / "wt"))
+    dirs = git_dirs(str(root / "wt"), OsDisk())
     assert dirs is not None
     assert dirs[-1] == os.path.realpath(main / ".git")  # the worktree's commondir is checked too
 
@@ -231,15 +232,15 @@ def test_a_worktree_whose_common_dir_is_outside_is_refused(tmp_path: Path) -> No
     (gitdir / "commondir").write_text(f"{outside / '.git'}\n")
     (root / "wt").mkdir()
     (root / "wt" / ".git").write_text("gitdir: ../gitdir\n")
-    assert _refusal(str(root / "wt"), (str(root),)) == f"repo: {NOT_UNDER_ROOTS}"
+    assert _refusal(str(root / "wt"), (str(root),)) == f"repo: {Refusal.OUTSIDE.value}"
 
 
 def test_a_root_prefix_is_not_a_root(tmp_path: Path) -> None:
     (tmp_path / "repos-evil" / "x").mkdir(parents=True)
     _git("init", "--quiet", str(tmp_path / "repos-evil" / "x"))
     message = _refusal(str(tmp_path / "repos-evil" / "x"), (str(tmp_path / "repos"),))
-    assert message == f"repo: {NOT_UNDER_ROOTS}"
+    assert message == f"repo: {Refusal.OUTSIDE.value}"
 
 
 def test_no_roots_refuses_everything_local(tmp_path: Path) -> None:
-    assert _refusal(str(tmp_path), ()) == f"repo: {NOT_UNDER_ROOTS}"
+    assert _refusal(str(tmp_path), ()) == f"repo: {Refusal.OUTSIDE.value}"

@@ -24,6 +24,9 @@ BUDGET_RANGE_USD = (0.01, 100.0)
 MAX_REPO_CHARS = 1024
 MAX_USER_ID_CHARS = 128
 
+NOT_UNDER_ROOTS = "is not under a local repository root this server allows"
+"""The one answer for a local path outside the roots, from the text rule and the disk rule alike."""
+
 CHANNELS = ("api",)
 """Where a task may come from (webhooks and GitHub ingress add theirs)."""
 
@@ -124,7 +127,7 @@ def check_repo(raw: str | None, *, local_roots: Sequence[str] = ()) -> str:
     if normal.startswith("//"):  # POSIX keeps a leading '//'; it names the same root
         normal = "/" + normal.lstrip("/")
     if not under_roots(normal, local_roots):
-        raise InvalidSubmissionError("repo", "is not under a local repository root this server allows")
+        raise InvalidSubmissionError("repo", NOT_UNDER_ROOTS)
     return f"file://{normal}" if repo.startswith("file://") else normal
 
 

@@ -24,8 +24,9 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from bgagent_contracts.localrepo import LocalRepoRefused, OsDisk, Refusal, resolve_local_repo
 from bgagent_contracts.preview import redact
-from bgagent_contracts.submission import local_path, under_roots
+from bgagent_contracts.submission import local_path
 from bgagent_contracts.text import clean
 
 from .errors import GitError, RepoNotAllowedError, WorkspaceError
@@ -40,7 +41,6 @@ IDENTITY = ("bgagent", "bgagent@localhost")
 NOT_UNDER_ROOTS = (
     "the repository is not under a local repository root this runner allows (BGAGENT_LOCAL_REPO_ROOTS)"
 )
-_POINTER_MAX = 4096
 
 
 class RepoRef(msgspec.Struct, frozen=True, kw_only=True):
@@ -98,10 +98,9 @@ def parse_repo(repo: str, settings: Settings) -> RepoRef:
 def local_repo(repo: str, roots: tuple[str, ...]) -> str:
     """The real path of a local repository that lies, with its git directories, under a root.
 
-    RepoNotAllowedError when local repositories are off, the path is not absolute, has ``..``,
-    or leads (through any symlink or ``.git`` pointer) outside every root: one message whether or
-    not the path exists. Inside the roots, a missing path or a plain directory is a WorkspaceError.
-    Blocking I/O (a few ``stat`` and small reads).
+    RepoNotAllowedError when local repositories are off or the path leads (through any symlink
+    or ``.git`` pointer) outside every root: one message whether or not the path exists. Inside
+    the roots, a missing path or a plain directory is a WorkspaceError. Blocking I/O.
     """
     if not roots:
         raise RepoNotAllowedError(
@@ -110,57 +109,12 @@ def local_repo(repo: str, roots: tuple[str, ...]) -> str:
     path = local_path(repo.strip())
     if path is None or not path.startswith("/") or ".." in path.split("/"):
         raise RepoNotAllowedError("a local repository must be an absolute path or file:// URL without '..'")
-    real_roots = [os.path.realpath(root) for root in roots]
-    real = os.path.realpath(path)
-    if not under_roots(real, real_roots):
-        raise RepoNotAllowedError(NOT_UNDER_ROOTS)
-    if not os.path.isdir(real):
-        raise WorkspaceError("the repository does not exist under the local repository roots")
-    dirs = _git_dirs(real)
-    if dirs is None:
-        raise WorkspaceError("the local repository is not a git repository")
-    if not all(under_roots(d, real_roots) for d in dirs):
-        raise RepoNotAllowedError(NOT_UNDER_ROOTS)
-    return real
-
-
-def _git_dirs(repo_dir: str) -> list[str] | None:
-    """Real paths of the git directories a repository uses (its own, and a worktree's common one)."""
-    dot_git = os.path.join(repo_dir, ".git")
-    if os.path.isdir(dot_git):
-        gitdir = os.path.realpath(dot_git)
-    elif os.path.isfile(dot_git):
-        target = _pointer(dot_git, "gitdir:")
-        if target is None:
-            return None
-        gitdir = os.path.realpath(os.path.join(repo_dir, target))
-        if not os.path.isdir(gitdir):
-            return None
-    elif all(
-        check(os.path.join(repo_dir, name))
-        for check, name in ((os.path.isfile, "HEAD"), (os.path.isdir, "objects"), (os.path.isdir, "refs"))
-    ):
-        gitdir = repo_dir  # bare
-    else:
-        return None
-    dirs = [gitdir]
-    common = os.path.join(gitdir, "commondir")
-    if os.path.isfile(common):
-        target = _pointer(common, "")
-        if target is None:
-            return None
-        dirs.append(os.path.realpath(os.path.join(gitdir, target)))
-    return dirs
-
-
-def _pointer(path: str, prefix: str) -> str | None:
     try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            first = f.read(_POINTER_MAX).partition("\n")[0].strip()
-    except OSError:
-        return None
-    target = first[len(prefix) :].strip() if first.startswith(prefix) else ""
-    return target or None
+        return resolve_local_repo(repo, roots, OsDisk())
+    except LocalRepoRefused as exc:
+        if exc.reason is Refusal.OUTSIDE:
+            raise RepoNotAllowedError(NOT_UNDER_ROOTS) from None
+        raise WorkspaceError(f"the local repository {exc.reason.value}") from None
 
 
 async def _recheck(ref: RepoRef, roots: tuple[str, ...]) -> None:
