@@ -6,12 +6,12 @@ SHELL := /bin/bash
 UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 PY_DIRS := libs services cli tests bench conftest.py
 
-.PHONY: help bootstrap sync postgres demo test check lint fmt unit bench clean
+.PHONY: help bootstrap sync postgres sandbox-tools demo test check lint fmt unit bench clean
 
 help:
 	@echo "make demo    run one task end to end (starts nats-server + the four services, exits 0 on COMPLETED)"
 	@echo "make test    ruff + mypy + import rules, then every test (needs PostgreSQL; starts it if it is down)"
-	@echo "make bench   print the benchmark figures (rebuild throughput, watch latency, redaction)"
+	@echo "make bench   print the benchmark figures (rebuild throughput, watch latency, redaction, sandbox)"
 
 # uv from PyPI when the machine has none (kept in .tools/, nothing installed globally).
 $(UV):
@@ -30,7 +30,12 @@ postgres:
 		for i in $$(seq 1 30); do pg_isready -q -h 127.0.0.1 && break; sleep 0.5; done; \
 	fi
 
-demo: sync postgres
+# Agent commands run under bubblewrap; install it when missing (Debian; make runs as root here).
+sandbox-tools:
+	@command -v bwrap >/dev/null || (echo "installing bubblewrap (the agent sandbox)" && \
+		apt-get update -qq && apt-get install -y -qq bubblewrap)
+
+demo: sync postgres sandbox-tools
 	$(UV) run bgagent demo
 
 check: sync
@@ -39,20 +44,21 @@ check: sync
 	$(UV) run mypy libs/*/src services/*/src cli/src
 	$(UV) run lint-imports
 
-test: check postgres
+test: check postgres sandbox-tools
 	$(UV) run pytest -q
 
-unit: sync
+unit: sync sandbox-tools
 	$(UV) run pytest -q -m "not integration and not e2e"
 
 fmt: sync
 	$(UV) run ruff format $(PY_DIRS)
 	$(UV) run ruff check --fix $(PY_DIRS)
 
-bench: sync postgres
+bench: sync postgres sandbox-tools
 	$(UV) run python bench/rebuild_throughput.py
 	$(UV) run python bench/watch_latency.py
 	$(UV) run python bench/redaction.py
+	$(UV) run python bench/sandbox_overhead.py
 
 clean:
 	rm -rf .tools .venv .mypy_cache .ruff_cache .pytest_cache

@@ -19,6 +19,8 @@ import httpx
 import pytest
 
 from bgagent_cli.stack import Stack, StackSpec
+from bgagent_eventstore import NatsAuth
+from bgagent_eventstore.nats_auth import auth_for
 from bgagent_testing.fake_github import FakeGitHub
 
 GH_TOKEN = "ghp_e2eFakeToken000000000000000000000000"
@@ -48,6 +50,13 @@ class E2E:
         self.env = dict(os.environ, BGAGENT_HOME=str(home), NO_COLOR="1")
         for key in ("NATS_URL", "DATABASE_URL", "BGAGENT_API_URL", "BGAGENT_QUERY_URL", "BGAGENT_TOKEN"):
             self.env.pop(key, None)
+        for key in ("NATS_USER", "NATS_PASSWORD", "NATS_PASSWORD_FILE", "NATS_CREDS"):
+            self.env.pop(key, None)
+
+    def nats_auth(self, user: str) -> NatsAuth:
+        """One of the stack's NATS users, for tests that use NATS directly: ``admin`` may publish raw
+        messages (poison, backlogs), ``operator`` only reads. The services run as their own users."""
+        return auth_for(self.client["nats_auth_dir"], user)
 
     # --- the CLI -------------------------------------------------------------
 
@@ -112,7 +121,7 @@ class E2E:
 
 
 @pytest.fixture(scope="session")
-def e2e(tmp_path_factory: pytest.TempPathFactory, nats_url: str, database_url: str) -> Iterator[E2E]:
+def e2e(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterator[E2E]:
     root = tmp_path_factory.mktemp("e2e")
     github = FakeGitHub(root / "github", token=GH_TOKEN)
     github.start()
@@ -120,7 +129,7 @@ def e2e(tmp_path_factory: pytest.TempPathFactory, nats_url: str, database_url: s
     spec = StackSpec(
         home=str(root / "home"),
         database_url=database_url,
-        nats_url=nats_url,
+        # no nats_url: the stack runs its own nats-server with a NATS user per service (auth end to end)
         stream=f"E2E{tag.upper()}",
         prefix=f"e2e{tag}",
         scripted_model=True,

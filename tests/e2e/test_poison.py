@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import nats
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -18,7 +17,7 @@ from ulid import ULID
 
 from bgagent_cli.demo import DEMO_SCRIPT, make_demo_repo
 from bgagent_contracts.subjects import task_subject
-from bgagent_eventstore import PoisonRecord, list_poison
+from bgagent_eventstore import PoisonRecord, connect, list_poison
 
 from .conftest import E2E, wait_until
 
@@ -69,7 +68,8 @@ def _bad_utf8_event(task_id: str) -> bytes:
 
 
 async def _publish(e2e: E2E, messages: list[tuple[str, bytes]]) -> list[int]:
-    nc = await nats.connect(e2e.client["nats_url"])
+    # raw bytes on task subjects: only the admin NATS user may (no service writes what it does not own)
+    nc = await connect(e2e.client["nats_url"], name="e2e-poison", auth=e2e.nats_auth("admin"))
     try:
         js = nc.jetstream()
         return [(await js.publish(subject, data)).seq for subject, data in messages]
@@ -78,7 +78,7 @@ async def _publish(e2e: E2E, messages: list[tuple[str, bytes]]) -> list[int]:
 
 
 async def _poison_kv(e2e: E2E) -> list[PoisonRecord]:
-    nc = await nats.connect(e2e.client["nats_url"])
+    nc = await connect(e2e.client["nats_url"], name="e2e-poison", auth=e2e.nats_auth("admin"))
     try:
         return await list_poison(nc.jetstream(), e2e.client["prefix"])
     finally:

@@ -24,9 +24,10 @@ TASKS = 300
 EVENTS_PER_TASK = 60  # 18,000 events: long enough for a kill to land mid-projection
 
 
-async def _publish_backlog(client: dict[str, str]) -> tuple[int, int]:
-    """Publish a backlog straight to the stream; returns (messages published, last seq)."""
-    nc = await connect(client["nats_url"], name="e2e-backlog")
+async def _publish_backlog(e2e: E2E) -> tuple[int, int]:
+    """Publish a backlog straight to the stream as the admin user; returns (messages published, last seq)."""
+    client = e2e.client
+    nc = await connect(client["nats_url"], name="e2e-backlog", auth=e2e.nats_auth("admin"))
     js = nc.jetstream()
     now = datetime.now(UTC)
     count = 0
@@ -140,7 +141,7 @@ def test_query_killed_mid_projection_ends_equal_to_a_rebuild(e2e: E2E) -> None:
     db = e2e.client["database_url"]
     e2e.stack.kill("query")
     before = asyncio.run(_checkpoint(db))
-    published, last_seq = asyncio.run(_publish_backlog(e2e.client))
+    published, last_seq = asyncio.run(_publish_backlog(e2e))
     e2e.stack.restart("query")
 
     # Kill it again while it is working through the backlog.

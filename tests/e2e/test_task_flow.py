@@ -73,7 +73,7 @@ def test_query_events_match_the_stream(e2e: E2E, tmp_path: Path) -> None:
     client = e2e.client
 
     async def stream_views() -> list[dict[str, Any]]:
-        nc = await connect(client["nats_url"], name="e2e")
+        nc = await connect(client["nats_url"], name="e2e", auth=e2e.nats_auth("operator"))
         try:
             log = await read_direct(nc, client["stream"], task_filter(task_id, client["prefix"]))
         finally:

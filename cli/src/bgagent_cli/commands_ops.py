@@ -1,9 +1,11 @@
-"""Operator commands: ``admin init|rebuild|poison``, ``dev up|down|status``, ``demo``."""
+"""Operator commands: ``admin init|rebuild|poison``, ``dev up|down|status|logs``, ``demo``."""
 
 from __future__ import annotations
 
 import asyncio
+import heapq
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -12,22 +14,36 @@ from typing import Annotated
 import typer
 
 from bgagent_eventstore import NatsSettings, StoreError, connect, list_poison, provision
-from bgagent_testing.servers import ServerError, database_url_from_env, drop_database, with_database
+from bgagent_eventstore.nats_auth import ADMIN, SERVICE_USERS, USERS, write_auth_dir
+from bgagent_eventstore.settings import check_url
+from bgagent_testing.servers import (
+    ServerError,
+    database_name,
+    database_url_from_env,
+    drop_database,
+    with_database,
+)
 
 from . import demo as demo_mod
 from .client import Api
-from .config import CliConfig, home_dir
+from .config import CliConfig, home_dir, token_file
 from .errors import CliError
 from .main import Output, OutputOpt, _run, _setup, admin_app, app, dev_app
-from .render import Printer
-from .stack import Stack, StackSpec
+from .render import Printer, printable
+from .stack import Stack, StackSpec, home_database_name, public_client
 from .watch import watch as watch_task
 
 
 def _nats_settings(config: CliConfig) -> NatsSettings:
+    """Where and as whom the admin commands connect: the ``admin`` NATS user (see ``admin nats-config``)."""
     if not config.nats_url:
         raise CliError("no NATS URL", hint="set NATS_URL, or start the local stack with 'bgagent dev up'")
-    return NatsSettings(url=config.nats_url, stream=config.stream, prefix=config.prefix)
+    try:
+        url = check_url(config.nats_url)
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
+    auth = config.nats_auth_as(ADMIN)
+    return NatsSettings(url=url, stream=config.stream, prefix=config.prefix, auth=auth)
 
 
 @admin_app.command("init")
@@ -38,7 +54,7 @@ def admin_init(output: OutputOpt = Output.text) -> None:
     async def go() -> None:
         settings = _nats_settings(config)
         try:
-            nc = await connect(settings.url, name="bgagent-admin")
+            nc = await connect(settings.url, name="bgagent-admin", auth=settings.auth)
         except StoreError as exc:
             raise CliError(str(exc), hint="check NATS_URL") from exc
         try:
@@ -57,6 +73,44 @@ def admin_init(output: OutputOpt = Output.text) -> None:
                 printer.line(f"{verb:<8} {name}")
 
     _run(printer, lambda: asyncio.run(go()))
+
+
+@admin_app.command("nats-config")
+def admin_nats_config(
+    directory: Annotated[
+        Path, typer.Argument(metavar="DIR", help="Folder for the config and password files.")
+    ],
+    rotate: Annotated[
+        bool, typer.Option(help="New passwords for every user (then restart nats-server).")
+    ] = False,
+    output: OutputOpt = Output.text,
+) -> None:
+    """Write the NATS users: nats-auth.conf (bcrypt hashes, for nats-server) and <user>.password files.
+
+    One user per service plus operator (read-only) and admin, with the permissions of the writer
+    table, for BGAGENT_STREAM and BGAGENT_PREFIX. Existing passwords are kept unless --rotate.
+    Offline: nothing connects to NATS.
+    """
+    config, printer = _setup(output)
+
+    def body() -> None:
+        written = write_auth_dir(
+            directory.expanduser(), stream=config.stream, prefix=config.prefix, rotate=rotate
+        )
+        users = {u: written.password_file(u) for u in USERS}
+        if printer.json:
+            printer.obj(
+                {"config": written.config, "password_files": users, "new_passwords": list(written.rotated)}
+            )
+            return
+        printer.line(f"config       {written.config}   (nats-server -c, or include it)")
+        for user in USERS:
+            role = "service" if user in SERVICE_USERS else user
+            mark = "new" if user in written.rotated else "kept"
+            printer.line(f"{user:<12} {users[user]}   ({role}, password {mark})")
+        printer.note("each process: NATS_USER=<user> NATS_PASSWORD_FILE=<its file>; files are 0600")
+
+    _run(printer, body)
 
 
 @admin_app.command("rebuild")
@@ -93,7 +147,7 @@ def admin_poison(
         rows: list[dict[str, object]] = []
         settings = _nats_settings(config)
         try:
-            nc = await connect(settings.url, name="bgagent-admin")
+            nc = await connect(settings.url, name="bgagent-admin", auth=settings.auth)
         except StoreError as exc:
             raise CliError(str(exc), hint="check NATS_URL") from exc
         try:
@@ -183,12 +237,20 @@ def dev_up(
 
     def body() -> None:
         home = home_dir()
-        if Stack.load(str(home)) is not None:
-            raise CliError(f"a stack is already recorded in {home}/dev", hint="run 'bgagent dev down' first")
+        recorded = Stack.load(str(home))
+        if recorded is not None:
+            if any(row["alive"] for row in recorded.status()):
+                raise CliError(
+                    f"a stack is already running in {home}/dev",
+                    hint="'bgagent dev status' shows it; 'bgagent dev down' stops it",
+                )
+            recorded.stop()  # nothing of it runs any more (a reboot, a kill): forget the record
+            printer.note(f"forgot the stack recorded in {home}/dev: none of its processes runs")
         use_claude = bool(os.environ.get("ANTHROPIC_API_KEY")) and not os.environ.get("ANTHROPIC_BASE_URL")
         spec = StackSpec(
             home=str(home),
-            database_url=database_url_from_env(),
+            # DATABASE_URL names the server; the database is this home's own
+            database_url=with_database(database_url_from_env(), home_database_name(str(home))),
             scripted_model=not use_claude,
             github_token=os.environ.get("GITHUB_TOKEN"),
             repo_roots=_repo_roots(repo_root or []),
@@ -198,21 +260,24 @@ def dev_up(
         except ServerError as exc:
             raise CliError(str(exc)) from exc
         roots = spec.local_repo_roots
+        client = public_client(state.client)
+        token = str(token_file(home))
         if printer.json:
-            printer.obj({**state.client, "repo_roots": list(roots)})
+            printer.obj({**client, "token_file": token, "repo_roots": list(roots)})
             return
-        for key, value in state.client.items():
-            printer.line(f"{key:<13}{value}")
-        printer.line(f"{'repo roots':<13}{os.pathsep.join(roots)}")
-        printer.line(f"logs         {home}/dev/logs")
-        printer.line("stop with    bgagent dev down")
+        for key, value in client.items():
+            printer.line(f"{key:<14}{value}")
+        printer.line(f"{'token file':<14}{token}")
+        printer.line(f"{'repo roots':<14}{os.pathsep.join(roots)}")
+        printer.line(f"{'logs':<14}{home}/dev/logs  (bgagent dev logs [SERVICE] [-f])")
+        printer.line(f"{'stop with':<14}bgagent dev down")
 
     _run(printer, body)
 
 
 @dev_app.command("down")
 def dev_down(output: OutputOpt = Output.text) -> None:
-    """Stop the local stack started by 'dev up'."""
+    """Stop the local stack started by 'dev up' (only processes it can prove it started)."""
     _, printer = _setup(output)
 
     def body() -> None:
@@ -220,10 +285,167 @@ def dev_down(output: OutputOpt = Output.text) -> None:
         if stack is None:
             printer.note("no stack is running")
             return
-        stack.stop()
-        printer.line("stopped")
+        for info, outcome in stack.stop():
+            if printer.json:
+                printer.obj({"name": info.name, "pid": info.pid, "result": outcome})
+            elif outcome == "gone":
+                printer.line(f"{info.name:<13}{info.pid:<8}already gone (not signalled)")
+            else:
+                printer.line(f"{info.name:<13}{info.pid:<8}{outcome}")
+        if not printer.json:
+            printer.line("stopped")
 
     _run(printer, body)
+
+
+@dev_app.command("status")
+def dev_status(output: OutputOpt = Output.text) -> None:
+    """The local stack's processes: name, pid, alive (checked, not assumed), port, log.
+
+    Exits 0 when every process runs, 1 otherwise (or when no stack is recorded).
+    """
+    _, printer = _setup(output)
+
+    def body() -> int:
+        home = home_dir()
+        stack = Stack.load(str(home))
+        if stack is None:
+            printer.note(f"no stack is recorded in {home}/dev (start one with 'bgagent dev up')")
+            return 1
+        rows = stack.status()
+        if not printer.json:
+            printer.line(f"{'NAME':<13}{'PID':<8}{'ALIVE':<6}{'PORT':<7}LOG")
+        for row in rows:
+            if printer.json:
+                printer.obj(row)
+            else:
+                alive, port = "yes" if row["alive"] else "no", row["port"] or "-"
+                printer.line(f"{row['name']!s:<13}{row['pid']!s:<8}{alive:<6}{port!s:<7}{row['log']}")
+        return 0 if all(row["alive"] for row in rows) else 1
+
+    raise typer.Exit(_run(printer, body))
+
+
+@dev_app.command("logs")
+def dev_logs(
+    service: Annotated[
+        str | None,
+        typer.Argument(
+            help="nats-server, model-server, query, admission, runner or fanout; every log when omitted.",
+            show_default=False,
+        ),
+    ] = None,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Then print new lines as they come until Ctrl-C (130).")
+    ] = False,
+    lines: Annotated[int, typer.Option("--lines", "-n", min=0, max=100_000, help="Last lines to show.")] = 50,
+) -> None:
+    """The local stack's logs: the last lines of one service's, or of all of them interleaved by time."""
+    _, printer = _setup(Output.text)
+
+    def body() -> None:
+        logs = home_dir() / "dev" / "logs"
+        found = sorted(p.stem for p in logs.glob("*.log")) if logs.is_dir() else []
+        if not found:
+            raise CliError(f"no logs in {logs}", hint="start the local stack with 'bgagent dev up'")
+        if service is not None and service not in found:
+            raise CliError(f"no log for {service!r} in {logs}", hint=f"one of: {', '.join(found)}")
+        names = [service] if service is not None else found
+        _LogTail(printer, logs, prefixed=service is None).run(names, lines, follow)
+
+    _run(printer, body)
+
+
+_LOG_TIME = re.compile(r"(\d{4})[-/](\d{2})[-/](\d{2})[ T](\d{2}:\d{2}:\d{2})(?:[.,](\d{1,9}))?")
+
+
+def _log_time(line: str) -> str | None:
+    """The timestamp a log line starts with (services' ``2025-01-02 03:04:05,678``, nats-server's
+    ``[pid] 2025/01/02 03:04:05.678901``) as a sortable string, or None (a traceback line)."""
+    m = _LOG_TIME.search(line, 0, 48)
+    if m is None:
+        return None
+    year, month, day, hms, frac = m.groups()
+    return f"{year}-{month}-{day} {hms}.{(frac or '').ljust(9, '0')}"
+
+
+def _tail(path: Path, n: int) -> tuple[list[str], int]:
+    """The last ``n`` complete lines of ``path`` and the offset after them (where following resumes)."""
+    with open(path, "rb") as f:
+        end = pos = f.seek(0, os.SEEK_END)
+        data = b""
+        while pos > 0 and data.count(b"\n") <= n:
+            step = min(1 << 16, pos)
+            pos -= step
+            f.seek(pos)
+            data = f.read(step) + data
+    complete = data.rfind(b"\n") + 1  # a line still being written is printed once it is complete
+    found = data[:complete].decode(errors="replace").splitlines()
+    return (found[-n:] if n else []), end - (len(data) - complete)
+
+
+class _LogTail:
+    """Print the tails of some logs (interleaved by their timestamps), then optionally follow them."""
+
+    def __init__(self, printer: Printer, logs: Path, prefixed: bool) -> None:
+        self.printer = printer
+        self.logs = logs
+        self.prefixed = prefixed
+        self.offsets: dict[str, int] = {}
+        self.partial: dict[str, bytes] = {}
+
+    def emit(self, name: str, line: str) -> None:
+        text = printable(line)  # a log may quote agent output: no escape sequence reaches the terminal
+        self.printer.line(f"{name:<12} | {text}" if self.prefixed else text)
+
+    def run(self, names: list[str], lines: int, follow: bool) -> None:
+        streams: list[list[tuple[str, str, str]]] = []
+        for name in names:
+            tail, self.offsets[name] = _tail(self.logs / f"{name}.log", lines)
+            stamped: list[tuple[str, str, str]] = []
+            when = ""
+            for line in tail:
+                when = _log_time(line) or when  # a line without a time (a traceback) stays with its entry
+                stamped.append((when, name, line))
+            streams.append(stamped)
+        merged = list(heapq.merge(*streams, key=lambda entry: entry[0]))
+        for _, name, line in merged[len(merged) - lines :] if lines else []:
+            self.emit(name, line)
+        while follow:
+            if self.prefixed:  # a log that appears later (the stack started after this) is followed too
+                names = sorted({*names, *(p.stem for p in self.logs.glob("*.log"))})
+            for name in names:
+                self.poll(name)
+            time.sleep(0.1)
+
+    def poll(self, name: str) -> None:
+        path = self.logs / f"{name}.log"
+        try:
+            size = path.stat().st_size
+        except OSError:
+            return
+        offset = self.offsets.get(name, 0)
+        if size < offset:  # truncated or replaced: start again from its beginning
+            offset, self.partial[name] = 0, b""
+        if size == offset:
+            return
+        with open(path, "rb") as f:
+            f.seek(offset)
+            chunk = f.read(size - offset)
+        self.offsets[name] = offset + len(chunk)
+        *complete, self.partial[name] = (self.partial.get(name, b"") + chunk).split(b"\n")
+        for raw in complete:
+            self.emit(name, raw.decode(errors="replace"))
+
+
+def _drop_own_database(printer: Printer, database_url: str) -> None:
+    """Drop a database this process created (``Stack.created_database``), and no other."""
+    import asyncpg
+
+    try:
+        asyncio.run(drop_database(database_url))
+    except (OSError, asyncpg.PostgresError) as exc:
+        printer.note(f"could not drop the demo database {database_name(database_url)}: {exc}")
 
 
 def _wait_terminal(api: Api, task_id: str, timeout: float = 15.0) -> dict[str, object]:
@@ -246,16 +468,11 @@ def demo(
         root = demo_mod.demo_root()
         repo = demo_mod.make_demo_repo(root)
         use_claude = bool(os.environ.get("ANTHROPIC_API_KEY")) and not os.environ.get("ANTHROPIC_BASE_URL")
-        database_url = with_database(database_url_from_env(), "bgagent_demo")
-        try:
-            asyncio.run(drop_database(database_url))
-        except OSError as exc:
-            raise CliError(
-                f"cannot reach PostgreSQL for {database_url}: {exc}",
-                hint="start it (pg_ctlcluster 15 main start) or set DATABASE_URL",
-            ) from exc
+        home = root / "home"
+        # A database of this run's own (named from its fresh home): no other run's or stack's is touched.
+        database_url = with_database(database_url_from_env(), home_database_name(str(home), "bgagent_demo"))
         spec = StackSpec(
-            home=str(root / "home"),
+            home=str(home),
             database_url=database_url,
             scripted_model=not use_claude,
             model_script=str(demo_mod.write_script(root)),
@@ -263,13 +480,13 @@ def demo(
         )
         printer.line(f"== starting the stack ({'Claude' if use_claude else 'scripted model'}) in {root}")
         stack = Stack(spec)
-        try:
-            state = stack.start()
-        except ServerError as exc:
-            raise CliError(str(exc)) from exc
         code = 1
         try:
-            config = CliConfig(**{k: v for k, v in state.client.items() if k in CliConfig.__struct_fields__})
+            try:
+                state = stack.start()
+            except ServerError as exc:
+                raise CliError(str(exc)) from exc
+            config = CliConfig.from_client(state.client)
             with Api(config) as api:
                 printer.line(f"== submitting a task on {repo}")
                 created = api.write(
@@ -285,10 +502,12 @@ def demo(
             printer.line(demo_mod.git(repo, "diff", f"main..{branch}").rstrip() or "(no changes)")
         finally:
             stack.stop()
+            if stack.created_database and not keep:
+                _drop_own_database(printer, database_url)
             if code == 0 and not keep:
                 shutil.rmtree(root, ignore_errors=True)
             else:
-                printer.note(f"demo folder kept: {root} (logs in {Path(spec.home) / 'dev' / 'logs'})")
+                printer.note(f"demo folder kept: {root} (logs in {home / 'dev' / 'logs'})")
         printer.line("== demo " + ("COMPLETED" if code == 0 else "did not complete"))
         return code
 

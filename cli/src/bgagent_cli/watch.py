@@ -6,6 +6,7 @@ from bgagent_contracts import MalformedEventError, Status, TaskState, decode_rec
 from bgagent_contracts.subjects import is_task_id, task_filter
 from bgagent_contracts.views import event_view
 from bgagent_eventstore import StoreError, connect, follow, read_direct
+from bgagent_eventstore.nats_auth import OPERATOR
 
 from .config import CliConfig
 from .errors import CliError
@@ -29,7 +30,7 @@ async def watch(config: CliConfig, task_id: str, printer: Printer, *, after: int
             "watch needs NATS", hint="set NATS_URL, or start the local stack with 'bgagent dev up'"
         )
     try:
-        nc = await connect(config.nats_url, name="bgagent-cli-watch")
+        nc = await connect(config.nats_url, name="bgagent-cli-watch", auth=config.nats_auth_as(OPERATOR))
     except StoreError as exc:
         raise CliError(str(exc), hint="check NATS_URL; 'bgagent dev up' starts a local NATS") from exc
     subject_filter = task_filter(task_id, config.prefix)

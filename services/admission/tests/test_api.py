@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -139,10 +140,11 @@ async def test_create_pr_review_with_defaults(
     )
 
 
-async def test_local_repo_accepted_only_when_enabled(
-    local_client: httpx.AsyncClient, stream_count: Count
+async def test_local_repo_accepted_under_a_configured_root(
+    local_client: httpx.AsyncClient, stream_count: Count, repo_root: Path
 ) -> None:
-    for repo in ("/srv/repos/demo", "file:///srv/repos/demo"):
+    demo = repo_root.resolve() / "demo"
+    for repo in (str(demo), f"file://{demo}"):
         body = await _submit(local_client, repo=repo)
         assert body["data"]["repo"] == repo
     assert await stream_count() == 2
@@ -518,3 +520,106 @@ async def test_request_id_is_echoed_on_success_and_error(client: httpx.AsyncClie
     bad = await client.post("/v1/tasks", json={}, headers={**ALICE, "X-Request-Id": "req-2"})
     assert ok.headers["X-Request-Id"] == "req-1"
     assert (bad.headers["X-Request-Id"], _err(bad)["request_id"]) == ("req-2", "req-2")
+
+
+# --- the OpenAPI document, and hostile input answered as documented ------------------------------------
+
+
+def _documented(resp: httpx.Response, template: str) -> None:
+    """The status is one the served document gives for ``POST template``; the body fits its schema."""
+    import schemathesis
+
+    from bgagent_admission.api import openapi_document
+    from bgagent_web.openapi import documented_statuses
+
+    doc = openapi_document(local_repos=False, max_body_bytes=64 * 1024)
+    assert resp.status_code in documented_statuses(doc, "POST", template), (resp.status_code, resp.text)
+    schemathesis.openapi.from_dict(doc)[template]["POST"].validate_response(resp)
+
+
+async def test_the_served_document_is_the_admission_api(client: httpx.AsyncClient) -> None:
+    from bgagent_admission.api import openapi_document
+
+    resp = await client.get("/schema/openapi.json")
+    assert resp.status_code == 200
+    assert resp.json() == openapi_document(local_repos=False, max_body_bytes=64 * 1024)
+    assert resp.json()["info"]["title"] == "bgagent admission"
+
+
+async def test_successes_are_as_documented(client: httpx.AsyncClient) -> None:
+    created = await client.post("/v1/tasks", json=_OK, headers={**ALICE, "Idempotency-Key": "doc-1"})
+    _documented(created, "/v1/tasks")
+    again = await client.post("/v1/tasks", json=_OK, headers={**ALICE, "Idempotency-Key": "doc-1"})
+    assert again.status_code == 200
+    _documented(again, "/v1/tasks")
+    task_id = created.json()["data"]["task_id"]
+    nudged = await client.post(f"/v1/tasks/{task_id}/nudges", json={"message": "hi"}, headers=ALICE)
+    _documented(nudged, "/v1/tasks/{task_id}/nudges")
+    cancelled = await client.post(f"/v1/tasks/{task_id.lower()}/cancel", headers=ALICE)
+    assert cancelled.status_code == 202
+    _documented(cancelled, "/v1/tasks/{task_id}/cancel")
+    terminal = await client.post(f"/v1/tasks/{task_id}/nudges", json={"message": "hi"}, headers=ALICE)
+    assert (terminal.status_code, _err(terminal)["code"]) == (409, "TASK_ALREADY_TERMINAL")
+    _documented(terminal, "/v1/tasks/{task_id}/nudges")
+
+
+_LONG_ID = "A" * 8000
+
+
+@pytest.mark.parametrize(
+    ("path", "content", "headers", "status", "code"),
+    [
+        ("/v1/tasks", b'{"repo": "acme/w", "description": "x"}', {"Content-Type": "text/plain"}, 415, None),
+        ("/v1/tasks", b"[" * 100_000 + b"]" * 100_000, {}, 413, None),
+        ("/v1/tasks", b"[" * 5000 + b"]" * 5000, {}, 400, "body: "),
+        ("/v1/tasks", b'{"repo": "acme/w\\u0000", "description": "x"}', {}, 400, "repo: "),
+        ("/v1/tasks", b'{"repo": "acme/w", "description": "\\u0000"}', {}, 400, "description: "),
+        ("/v1/tasks", b'{"repo": "acme/w", "issue_number": 1e999}', {}, 400, "issue_number: "),
+        (
+            "/v1/tasks",
+            b'{"repo": "acme/w", "issue_number": 99999999999999999999999}',
+            {},
+            400,
+            "issue_number: ",
+        ),
+        ("/v1/tasks", b'{"repo": "acme/w", "max_budget_usd": 1e999}', {}, 400, "max_budget_usd: "),
+        ("/v1/tasks", b'{"repo": "acme/w", "description": "x"}', {"Idempotency-Key": "k" * 129}, 400, None),
+        ("/v1/tasks", b'{"repo": "\xff\xfe"}', {}, 400, "body: "),
+        ("/v1/tasks", b'{"repo": "acme/w"}', {"X-Big": "b" * 5000}, 431, None),
+        (f"/v1/tasks/{_LONG_ID}/cancel", b"", {}, 404, None),
+        (f"/v1/tasks/{_LONG_ID}/nudges", b'{"message": "hi"}', {}, 404, None),
+        ("/v1/tasks/%ff%00/nudges", b'{"message": "hi"}', {}, 404, None),
+        (
+            "/v1/tasks/01J0000000000000000000000Z/nudges",
+            b'{"message": "' + b"m" * 2001 + b'"}',
+            {},
+            400,
+            None,
+        ),
+    ],
+)
+async def test_hostile_requests_get_a_documented_4xx_and_append_nothing(
+    client: httpx.AsyncClient,
+    stream_count: Count,
+    path: str,
+    content: bytes,
+    headers: dict[str, str],
+    status: int,
+    code: str | None,
+) -> None:
+    sent = {**ALICE, "Content-Type": "application/json", **headers}
+    resp = await client.post(path, content=content, headers=sent)
+    assert resp.status_code == status, resp.text
+    if code is not None:
+        assert _err(resp)["message"].startswith(code)
+    template = "/v1/tasks" if path == "/v1/tasks" else "/v1/tasks/{task_id}/" + path.rsplit("/", 1)[1]
+    _documented(resp, template)
+    assert await stream_count() == 0
+
+
+async def test_odd_authorization_bytes_are_401(client: httpx.AsyncClient, stream_count: Count) -> None:
+    for value in (b"Bearer \xff\xfe", b"\xc3\x28", b"Bearer alice-token\x80", b"Bearer " + b"\xe2" * 3000):
+        resp = await client.post("/v1/tasks", json=_OK, headers={"Authorization": value})
+        assert resp.status_code == 401, value
+        _documented(resp, "/v1/tasks")
+    assert await stream_count() == 0

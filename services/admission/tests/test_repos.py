@@ -170,7 +170,8 @@ async def test_a_git_pointer_leading_out_of_the_root_is_refused(
     linked.mkdir()
     (linked / ".git").symlink_to(outside / ".git")
     for repo in (worktree, linked):
-        assert await _refused(local_client, str(repo), secrets=(str(outside),)) == f"repo: {Refusal.OUTSIDE.value}"
+        refused = await _refused(local_client, str(repo), secrets=(str(outside),))
+        assert refused == f"repo: {Refusal.OUTSIDE.value}"
     assert await stream_count() == 0
 
 

@@ -9,14 +9,16 @@ from typing import Any
 
 import httpx
 import pytest
+import schemathesis
 import uvicorn
 
 from bgagent_contracts.auth import TokenTable
 from bgagent_contracts.views import event_view
 from bgagent_eventstore import JetStreamEventStore
-from bgagent_query.api import create_app
+from bgagent_query.api import create_app, openapi_document
 from bgagent_query.watch import ProjectionWatch
 from bgagent_testing.servers import free_port
+from bgagent_web.openapi import documented_statuses
 
 pytestmark = pytest.mark.integration
 
@@ -247,3 +249,100 @@ async def test_min_seq_beyond_the_projection_is_503_after_the_bound(api: Api) ->
     )
     assert resp.status_code == 503
     assert resp.json()["error"]["code"] == "PROJECTION_LAG"
+
+
+# --- hostile input: always a 4xx, never a 5xx, and always as documented -------------------------------
+
+TASK_PATH = "/v1/tasks/01J0000000000000000000000Z"
+EVENTS_PATH = TASK_PATH + "/events"
+
+
+def _documented(resp: httpx.Response, method: str, template: str) -> None:
+    """The status is one the document gives for the route, and the body fits its schema."""
+    doc = openapi_document()
+    assert resp.status_code in documented_statuses(doc, method, template), (resp.status_code, resp.text)
+    schemathesis.openapi.from_dict(doc)[template][method].validate_response(resp)
+
+
+@pytest.mark.parametrize(
+    ("url", "template", "field"),
+    [
+        ("/v1/tasks?repo=%00", "/v1/tasks", "repo"),
+        ("/v1/tasks?repo=acme%2Fapp%1B%5B31m", "/v1/tasks", "repo"),
+        ("/v1/tasks?repo=" + "a" * 1025, "/v1/tasks", "repo"),
+        ("/v1/tasks?status=" + ",".join(["RUNNING"] * 10), "/v1/tasks", "status"),
+        ("/v1/tasks?status=%ff", "/v1/tasks", "status"),
+        ("/v1/tasks?limit=" + "9" * 5000, "/v1/tasks", "limit"),
+        ("/v1/tasks?before=" + "Z" * 5000, "/v1/tasks", "before"),
+        (f"{EVENTS_PATH}?after=9223372036854775808", "/v1/tasks/{task_id}/events", "after"),
+        (f"{EVENTS_PATH}?after=-1", "/v1/tasks/{task_id}/events", "after"),
+        (f"{EVENTS_PATH}?limit=%ff", "/v1/tasks/{task_id}/events", "limit"),
+        (f"{EVENTS_PATH}?min_seq=9223372036854775808", "/v1/tasks/{task_id}/events", "min_seq"),
+        (f"{TASK_PATH}?min_seq=1e3", "/v1/tasks/{task_id}", "min_seq"),
+        ("/v1/tasks/%ff", "/v1/tasks/{task_id}", "task_id"),
+        ("/v1/tasks/%00%00", "/v1/tasks/{task_id}", "task_id"),
+        ("/v1/tasks/" + "A" * 8000, "/v1/tasks/{task_id}", "task_id"),
+        ("/v1/tasks/" + "A" * 8000 + "/events", "/v1/tasks/{task_id}/events", "task_id"),
+    ],
+)
+async def test_hostile_parameters_are_400_naming_the_parameter(
+    api: Api, url: str, template: str, field: str
+) -> None:
+    resp = await api.client.get(url, headers=ALICE)
+    assert resp.status_code == 400, resp.text
+    assert resp.json()["error"]["message"].startswith(f"{field}:")
+    _documented(resp, "GET", template)
+
+
+async def test_cursors_up_to_the_bigint_limit_are_answered(
+    app_for: Api, event_store: JetStreamEventStore, projectors: Any, pool: Any, q: Any
+) -> None:
+    events = q.lifecycle(turns=1)
+    await _project(event_store, projectors, pool, q, [events])
+    tid = events[0].task_id
+    resp = await app_for.client.get(
+        f"/v1/tasks/{tid.lower()}/events", params={"after": str(2**63 - 1)}, headers=ALICE
+    )
+    assert resp.json() == {"data": [], "pagination": {"next_after": None, "has_more": False}}
+    _documented(resp, "GET", "/v1/tasks/{task_id}/events")
+    listed = await app_for.client.get("/v1/tasks?repo=%ff&status=completed,%20running", headers=ALICE)
+    assert (listed.status_code, listed.json()["data"]) == (200, [])
+    _documented(listed, "GET", "/v1/tasks")
+    own = await app_for.client.get(f"/v1/tasks/{tid.lower()}", headers=ALICE)
+    assert own.json()["data"]["task_id"] == tid  # lower case accepted, as admission does
+    _documented(own, "GET", "/v1/tasks/{task_id}")
+
+
+async def test_odd_authorization_bytes_are_401(api: Api) -> None:
+    for value in (
+        b"Bearer \xff\xfe",
+        b"\xc3\x28",
+        b"Bearer tok-alice\x80",
+        b"Bearer " + b"\xe2" * 3000,
+    ):
+        resp = await api.client.get("/v1/tasks", headers={"Authorization": value})
+        assert resp.status_code == 401, value
+        _documented(resp, "GET", "/v1/tasks")
+
+
+async def test_oversized_headers_are_431_over_a_real_socket(api: Api) -> None:
+    one = await api.client.get("/v1/tasks", headers={**ALICE, "X-Big": "b" * 5000})
+    assert one.status_code == 431
+    assert one.json()["error"]["code"] == "HEADERS_TOO_LARGE"
+    _documented(one, "GET", "/v1/tasks")
+    many = await api.client.get(TASK_PATH, headers={**ALICE, **{f"X-Pad-{i}": "p" * 3000 for i in range(4)}})
+    assert many.status_code == 431
+    _documented(many, "GET", "/v1/tasks/{task_id}")
+    # Far past the app's limits uvicorn (h11) refuses the head itself, before the app runs: a plain 400.
+    padding = {f"X-P{i}": "p" * 1000 for i in range(200)}
+    huge = await api.client.get("/v1/tasks", headers={**ALICE, **padding})
+    assert huge.status_code == 400
+    assert huge.text == "Invalid HTTP request received."
+
+
+async def test_the_served_document_is_the_query_api(api: Api) -> None:
+    resp = await api.client.get("/schema/openapi.json")
+    doc = resp.json()
+    assert doc == openapi_document()
+    assert doc["info"]["title"] == "bgagent query"
+    assert resp.headers["X-Request-Id"]

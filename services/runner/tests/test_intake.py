@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from nats.aio.client import Client
 from ulid import ULID
@@ -14,6 +15,7 @@ from ulid import ULID
 from bgagent_contracts import Status, TaskFailed, ToolCalled
 from bgagent_contracts.subjects import task_subject
 from bgagent_eventstore import list_poison
+from bgagent_runner.sandbox import SandboxSettings
 from bgagent_testing.model_server import ModelServer
 
 pytestmark = pytest.mark.integration
@@ -119,7 +121,8 @@ async def test_poison_in_a_running_tasks_log_is_skipped_and_the_task_completes(
             {"text": "Done."},
         ],
     )
-    await kit.start_runner(kit.settings)
+    # the gate is a host file, which the sandbox would hide
+    await kit.start_runner(msgspec.structs.replace(kit.settings, sandbox=SandboxSettings(mode="off")))
     task_id = await kit.submit(str(origin), f"{tag} go")
 
     async def called() -> bool:

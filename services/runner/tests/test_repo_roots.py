@@ -11,12 +11,14 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from ulid import ULID
 
 from bgagent_contracts import Milestone, Status, WorkspaceReady
 from bgagent_eventstore import NatsSettings
 from bgagent_runner.errors import RepoNotAllowedError, WorkspaceError
+from bgagent_runner.sandbox import SandboxSettings
 from bgagent_runner.settings import Settings
 from bgagent_runner.workspace import NOT_UNDER_ROOTS, Git, clone, commit_all, parse_repo, push
 from bgagent_testing.model_server import ModelServer
@@ -276,7 +278,8 @@ async def test_an_agent_repointing_origin_still_pushes_only_to_the_task_reposito
             {"text": "done"},
         ],
     )
-    await kit.start_runner(kit.settings)
+    # without the sandbox, which would keep .git read-only: the push's own checks are under test
+    await kit.start_runner(msgspec.structs.replace(kit.settings, sandbox=SandboxSettings(mode="off")))
     before = refs(victim)
 
     task_id = await kit.submit(str(origin), f"{tag}: try to push elsewhere")
@@ -299,7 +302,8 @@ async def test_an_agent_adding_a_url_rewrite_fails_the_task_without_pushing(
             {"text": "done"},
         ],
     )
-    await kit.start_runner(kit.settings)
+    # without the sandbox, which would keep .git read-only: the push's own checks are under test
+    await kit.start_runner(msgspec.structs.replace(kit.settings, sandbox=SandboxSettings(mode="off")))
     before = (refs(victim), refs(origin))
 
     task_id = await kit.submit(str(origin), f"{tag}: rewrite the remote")

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import anthropic
+import msgspec
 import pytest
 from ulid import ULID
 
@@ -36,6 +37,7 @@ from bgagent_contracts.subjects import runner_consumer, traces_bucket
 from bgagent_eventstore.provision import runner_consumer_config
 from bgagent_runner import Runner, Settings
 from bgagent_runner.errors import NotProvisionedError
+from bgagent_runner.sandbox import SandboxSettings
 from bgagent_runner.session import ClaimLost, TaskSession, claim
 from bgagent_testing.model_server import ModelServer
 from bgagent_testing.servers import free_port
@@ -197,7 +199,8 @@ async def test_nudge_during_a_run_is_acknowledged_and_reaches_the_model(
             {"text": "Following the nudge."},
         ],
     )
-    await kit.start_runner(kit.settings)
+    # the gate is a host file, which the sandbox would hide
+    await kit.start_runner(msgspec.structs.replace(kit.settings, sandbox=SandboxSettings(mode="off")))
     task_id = await kit.submit(str(origin), f"{tag} wait for me")
     await _wait_for_tool_call(kit, task_id)
     state = await kit.state(task_id)
@@ -409,14 +412,19 @@ async def test_a_stopped_runner_hands_its_task_back_and_the_next_attempt_finishe
             }
         ],
     )
+    off = SandboxSettings(mode="off")  # the gate is a host file, which the sandbox would hide
     a = await kit.start_runner(  # one slot, busy: stop() must not wait for a slot to free up
-        kit.make_settings(kit.settings.nats, model_server.url, tmp_path / "wa", runner_id="runner-a", slots=1)
+        kit.make_settings(
+            kit.settings.nats, model_server.url, tmp_path / "wa", runner_id="runner-a", slots=1, sandbox=off
+        )
     )
     task_id = await kit.submit(str(origin), f"{tag} hand off")
     await _wait_for_tool_call(kit, task_id)
     await a.stop()
     await kit.start_runner(
-        kit.make_settings(kit.settings.nats, model_server.url, tmp_path / "wb", runner_id="runner-b")
+        kit.make_settings(
+            kit.settings.nats, model_server.url, tmp_path / "wb", runner_id="runner-b", sandbox=off
+        )
     )
 
     async def second_attempt_calls_a_tool() -> bool:
@@ -498,7 +506,10 @@ async def test_a_superseded_attempt_stops_appending_and_pushes_nothing(
             {"text": "done"},
         ],
     )
-    handle = await kit.start_runner(kit.settings)
+    # the gate is a host file, which the sandbox would hide
+    handle = await kit.start_runner(
+        msgspec.structs.replace(kit.settings, sandbox=SandboxSettings(mode="off"))
+    )
     task_id = await kit.submit(str(origin), f"{tag} presumed lost")
     await _wait_for_tool_call(kit, task_id)
     state = await kit.state(task_id)

@@ -153,3 +153,88 @@ def test_editor_unknown_command_is_an_error_result(ws: Path) -> None:
     out = TextEditor(ws).run({"command": "undo_edit", "path": "a.py"})
     assert out.is_error
     assert "unknown command" in out.text
+
+
+# --- symlinks and .git: the editor runs as the runner, outside the sandbox -------------------------
+
+EDITS: list[dict[str, object]] = [
+    {"command": "view"},
+    {"command": "create", "file_text": "planted"},
+    {"command": "str_replace", "old_str": "root", "new_str": "planted"},
+    {"command": "insert", "insert_line": 0, "insert_text": "planted"},
+]
+
+
+@pytest.fixture
+def outside(tmp_path: Path) -> Path:
+    """A file and a folder next to the workspace, which no editor command may read or change."""
+    folder = tmp_path / "outside"
+    folder.mkdir()
+    (folder / "secret.txt").write_text("root:x:0:0\n")
+    return folder
+
+
+@pytest.mark.parametrize("edit", EDITS, ids=lambda e: str(e["command"]))
+def test_editor_refuses_a_symlinked_file_pointing_out_of_the_workspace(
+    ws: Path, outside: Path, edit: dict[str, object]
+) -> None:
+    (ws / "innocent.txt").symlink_to(outside / "secret.txt")
+    out = TextEditor(ws).run({**edit, "path": "innocent.txt"})
+    assert out.is_error
+    assert "outside the workspace" in out.text
+    assert "root:x" not in out.text
+    assert (outside / "secret.txt").read_text() == "root:x:0:0\n"
+
+
+@pytest.mark.parametrize("edit", EDITS, ids=lambda e: str(e["command"]))
+def test_editor_refuses_a_path_through_a_symlinked_directory_out_of_the_workspace(
+    ws: Path, outside: Path, edit: dict[str, object]
+) -> None:
+    (ws / "docs").symlink_to(outside)
+    out = TextEditor(ws).run({**edit, "path": str(ws / "docs" / "secret.txt")})
+    assert out.is_error
+    assert "outside the workspace" in out.text
+    assert (outside / "secret.txt").read_text() == "root:x:0:0\n"
+    assert sorted(p.name for p in outside.iterdir()) == ["secret.txt"]
+
+
+def test_editor_create_through_a_dangling_symlink_out_of_the_workspace_is_refused(
+    ws: Path, outside: Path
+) -> None:
+    (ws / "later.txt").symlink_to(outside / "not-yet.txt")
+    out = TextEditor(ws).run({"command": "create", "path": "later.txt", "file_text": "planted"})
+    assert out.is_error
+    assert "outside the workspace" in out.text
+    assert not (outside / "not-yet.txt").exists()
+
+
+def test_editor_follows_symlinks_that_stay_inside_the_workspace(ws: Path) -> None:
+    (ws / "alias.py").symlink_to(ws / "a.py")
+    out = TextEditor(ws).run({"command": "str_replace", "path": "alias.py", "old_str": "two", "new_str": "2"})
+    assert not out.is_error, out.text
+    assert (ws / "a.py").read_text() == "one\n2\nthree\n"
+
+
+def test_editor_reports_a_symlink_loop_as_a_tool_error(ws: Path) -> None:
+    (ws / "loop-a").symlink_to(ws / "loop-b")
+    (ws / "loop-b").symlink_to(ws / "loop-a")
+    out = TextEditor(ws).run({"command": "view", "path": "loop-a"})
+    assert out.is_error
+
+
+@pytest.mark.parametrize("edit", EDITS[1:], ids=lambda e: str(e["command"]))
+def test_editor_never_writes_inside_git(ws: Path, edit: dict[str, object]) -> None:
+    (ws / ".git").mkdir()
+    (ws / ".git" / "config").write_text("[core]\n\tbare = false # root\n")
+    out = TextEditor(ws).run({**edit, "path": ".git/config"})
+    assert out.is_error
+    assert "inside .git" in out.text
+    assert (ws / ".git" / "config").read_text() == "[core]\n\tbare = false # root\n"
+    assert not TextEditor(ws).run({"command": "view", "path": ".git/config"}).is_error
+
+
+def test_agent_path_is_the_workspace_home_and_system_never_the_runners(ws: Path) -> None:
+    home = ws.parent / "home"
+    env = scrubbed_env(home, {"PATH": "/root/.venv/bin:/usr/bin", "VIRTUAL_ENV": "/root/.venv"}, workspace=ws)
+    assert env["PATH"] == f"{ws}/.venv/bin:{home}/.local/bin:/usr/local/bin:/usr/bin:/bin"
+    assert "VIRTUAL_ENV" not in env

@@ -7,10 +7,12 @@ from datetime import UTC, datetime
 import pytest
 from ulid import ULID
 
-from bgagent_contracts import Actor, Milestone, NudgeRequested, TaskFailed, TaskSubmitted
+from bgagent_contracts import Actor, Milestone, NudgeRequested, TaskFailed, TaskStarted, TaskSubmitted
 from bgagent_eventstore import MemoryEventStore, NatsSettings
 from bgagent_runner.errors import RepoNotAllowedError
+from bgagent_runner.intake import submission_problem
 from bgagent_runner.prompts import nudge_block
+from bgagent_runner.sandbox import SandboxSettings
 from bgagent_runner.session import ClaimLost, claim
 from bgagent_runner.settings import Settings
 from bgagent_runner.workspace import git_env, parse_repo
@@ -107,7 +109,7 @@ def test_nudge_block_escapes_user_text() -> None:
     )
 
 
-async def _submitted(store: MemoryEventStore) -> str:
+async def _submitted(store: MemoryEventStore, *, network: bool = False) -> str:
     task_id = str(ULID())
     event = TaskSubmitted(
         task_id=task_id,
@@ -116,6 +118,8 @@ async def _submitted(store: MemoryEventStore) -> str:
         actor=Actor.ADMISSION,
         user_id="u",
         repo="a/b",
+        description="d",
+        network=network,
     )
     await store.append(task_id, [event], expected_seq=0)
     return task_id
@@ -155,3 +159,74 @@ async def test_claim_of_a_terminal_task_is_lost() -> None:
         await claim(store, stale_log, "r2", now=datetime.now(UTC))
     assert lost.value.state is not None
     assert lost.value.state.terminal
+
+
+# --- the sandbox's settings and what claim/intake record -----------------------------------------
+
+
+def test_sandbox_settings_default_to_bwrap_without_network() -> None:
+    sandbox = Settings.from_env({}).sandbox
+    assert sandbox == SandboxSettings()
+    assert (sandbox.mode, sandbox.allow_network) == ("bwrap", False)
+    assert (sandbox.max_procs, sandbox.max_file_mb, sandbox.memory_mb, sandbox.cpu_s) == (
+        512,
+        2048,
+        4096,
+        900,
+    )
+
+
+def test_sandbox_settings_from_env() -> None:
+    sandbox = Settings.from_env(
+        {
+            "BGAGENT_SANDBOX": "off",
+            "BGAGENT_SANDBOX_ALLOW_NETWORK": "true",
+            "BGAGENT_SANDBOX_MAX_PROCS": "100",
+            "BGAGENT_SANDBOX_MAX_FILE_MB": "0",
+            "BGAGENT_SANDBOX_MEMORY_MB": "1024",
+            "BGAGENT_SANDBOX_CPU_S": "60",
+        }
+    ).sandbox
+    assert sandbox == SandboxSettings(
+        mode="off", allow_network=True, max_procs=100, max_file_mb=0, memory_mb=1024, cpu_s=60
+    )
+
+
+@pytest.mark.parametrize(
+    ("env", "name"),
+    [
+        ({"BGAGENT_SANDBOX": "docker"}, "BGAGENT_SANDBOX"),
+        ({"BGAGENT_SANDBOX_MAX_PROCS": "lots"}, "BGAGENT_SANDBOX_MAX_PROCS"),
+        ({"BGAGENT_SANDBOX_MAX_PROCS": "2"}, "BGAGENT_SANDBOX_MAX_PROCS"),
+        ({"BGAGENT_SANDBOX_MEMORY_MB": "16"}, "BGAGENT_SANDBOX_MEMORY_MB"),
+        ({"BGAGENT_SANDBOX_CPU_S": "-1"}, "BGAGENT_SANDBOX_CPU_S"),
+        ({"BGAGENT_SANDBOX_ALLOW_NETWORK": "perhaps"}, "BGAGENT_SANDBOX_ALLOW_NETWORK"),
+    ],
+)
+def test_bad_sandbox_settings_name_their_variable(env: dict[str, str], name: str) -> None:
+    with pytest.raises(ValueError, match=name):
+        Settings.from_env(env)
+
+
+@pytest.mark.parametrize(
+    ("sandbox", "asked", "recorded"),
+    [("bwrap", False, False), ("bwrap", True, True), ("off", False, True), (None, True, None)],
+)
+async def test_task_started_records_the_sandbox_and_whether_commands_reach_the_network(
+    sandbox: str | None, asked: bool, recorded: bool | None
+) -> None:
+    store = MemoryEventStore()
+    task_id = await _submitted(store, network=asked)
+    session = await claim(store, await store.read(task_id), "r1", now=datetime.now(UTC), sandbox=sandbox)
+    started = next(r.event for r in store.all() if isinstance(r.event, TaskStarted))
+    assert (started.sandbox, started.network) == (sandbox, recorded)
+    assert session.network is asked
+
+
+async def test_intake_refuses_network_unless_this_runner_allows_it() -> None:
+    store = MemoryEventStore()
+    log = await store.read(await _submitted(store, network=True))
+    problem = submission_problem(log, ())
+    assert problem is not None
+    assert "network" in problem
+    assert submission_problem(log, (), allow_network=True) is None

@@ -75,6 +75,8 @@ class TaskSubmitted(_Event, frozen=True, kw_only=True, tag="task_submitted"):
     trace: bool = False
     channel: Name = "api"
     idempotency_key: str | None = None
+    network: bool = False
+    """The agent's commands may reach the network (granted only where the operator allows it)."""
 
 
 class CancelRequested(_Event, frozen=True, kw_only=True, tag="cancel_requested"):
@@ -101,6 +103,10 @@ class ApprovalDecided(_Event, frozen=True, kw_only=True, tag="approval_decided")
 
 class TaskStarted(_RunnerEvent, frozen=True, kw_only=True, tag="task_started"):
     runner_id: str
+    sandbox: str | None = None
+    """How this attempt's agent commands are isolated: ``"bwrap"`` or ``"off"`` (None: not recorded)."""
+    network: bool | None = None
+    """Whether this attempt's agent commands can reach the network (None: not recorded)."""
 
 
 class WorkspaceReady(_RunnerEvent, frozen=True, kw_only=True, tag="workspace_ready"):

@@ -25,6 +25,8 @@ MAX_REPO_CHARS = 1024
 MAX_USER_ID_CHARS = 128
 
 NOT_UNDER_ROOTS = "is not under a local repository root this server allows"
+NETWORK_REFUSED = "network access for the agent's commands is not allowed on this server"
+"""The one answer for ``network: true`` where the operator did not allow it (admission and runner)."""
 """The one answer for a local path outside the roots, from the text rule and the disk rule alike."""
 
 CHANNELS = ("api",)
@@ -50,6 +52,8 @@ class Submission(msgspec.Struct, frozen=True, kw_only=True):
     max_turns: int = DEFAULT_MAX_TURNS
     max_budget_usd: float | None = None
     trace: bool = False
+    network: bool = False
+    """The agent's commands may reach the network; only where the caller allows it."""
 
 
 def check_text(field: str, value: str | None, *, max_chars: int, one_line: bool = False) -> str | None:
@@ -147,9 +151,15 @@ def check_submission(
     max_turns: int | None = None,
     max_budget_usd: float | None = None,
     trace: bool | None = None,
+    network: bool | None = None,
     local_roots: Sequence[str] = (),
+    allow_network: bool = False,
 ) -> Submission:
-    """Apply every rule of a submission; InvalidSubmissionError names the first broken one."""
+    """Apply every rule of a submission; InvalidSubmissionError names the first broken one.
+
+    ``network: true`` is refused unless ``allow_network`` says this server grants it (admission's
+    ``BGAGENT_ALLOW_TASK_NETWORK``, the runner's ``BGAGENT_SANDBOX_ALLOW_NETWORK``).
+    """
     checked_repo = check_repo(repo, local_roots=local_roots)
     try:
         kind = TaskType(task_type) if task_type is not None else TaskType.NEW_TASK
@@ -172,6 +182,8 @@ def check_submission(
             raise InvalidSubmissionError("description", "a new_task needs an issue_number or a description")
     elif pr is None:
         raise InvalidSubmissionError("pr_number", f"is required for task_type {kind.value}")
+    if network and not allow_network:
+        raise InvalidSubmissionError("network", NETWORK_REFUSED)
     return Submission(
         repo=checked_repo,
         task_type=kind,
@@ -181,10 +193,13 @@ def check_submission(
         max_turns=turns,
         max_budget_usd=budget,
         trace=bool(trace),
+        network=bool(network),
     )
 
 
-def check_submitted(event: TaskSubmitted, *, local_roots: Sequence[str] = ()) -> Submission:
+def check_submitted(
+    event: TaskSubmitted, *, local_roots: Sequence[str] = (), allow_network: bool = False
+) -> Submission:
     """Re-apply the rules to a recorded ``task_submitted`` (defence in depth under admission).
 
     The event must already be in normal form: a value admission would have rewritten
@@ -202,7 +217,9 @@ def check_submitted(event: TaskSubmitted, *, local_roots: Sequence[str] = ()) ->
         max_turns=event.max_turns,
         max_budget_usd=event.max_budget_usd,
         trace=event.trace,
+        network=event.network,
         local_roots=local_roots,
+        allow_network=allow_network,
     )
     if checked.repo != event.repo:
         raise InvalidSubmissionError("repo", "is not in normal form")

@@ -1,11 +1,18 @@
 """The JetStream adapter of bgagent: append, read, follow, provision."""
 
 from .connect import connect
-from .errors import ConcurrencyError, ServerTooOldError, StoreError, StoreUnavailableError, TaskExistsError
+from .errors import (
+    ConcurrencyError,
+    NatsAuthError,
+    ServerTooOldError,
+    StoreError,
+    StoreUnavailableError,
+    TaskExistsError,
+)
 from .memory import MemoryEventStore
 from .poison import PoisonRecord, list_poison, record_poison
 from .provision import ProvisionReport, provision
-from .settings import NatsSettings, env_flag
+from .settings import NatsAuth, NatsSettings, env_flag
 from .store import EventStore, JetStreamEventStore, TaskLog, new_traceparent, read_direct
 from .tail import Delivered, follow
 
@@ -15,6 +22,8 @@ __all__ = [
     "EventStore",
     "JetStreamEventStore",
     "MemoryEventStore",
+    "NatsAuth",
+    "NatsAuthError",
     "NatsSettings",
     "PoisonRecord",
     "ProvisionReport",

@@ -4,7 +4,8 @@ StoreError
 ├── ConcurrencyError         another writer appended first (re-read, re-fold, retry)
 │   └── TaskExistsError      task_submitted for an id that already has events
 ├── StoreUnavailableError    NATS did not answer in time (retryable)
-└── ServerTooOldError        nats-server older than 2.11
+├── ServerTooOldError        nats-server older than 2.11
+└── NatsAuthError            NATS refused our credentials, or they cannot be read
 """
 
 from __future__ import annotations
@@ -48,3 +49,7 @@ class StoreUnavailableError(StoreError):
 
 class ServerTooOldError(StoreError):
     """The nats-server lacks the headers bgagent needs (2.11+)."""
+
+
+class NatsAuthError(StoreError):
+    """NATS refused the connection's credentials (or none were given), or they cannot be read."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -26,12 +27,86 @@ def env_flag(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise ValueError(f"{name}: expected true or false, got {raw!r}")
 
 
+class NatsAuth(msgspec.Struct, frozen=True, kw_only=True):
+    """Who a process is on NATS: a user and its password, a NATS ``.creds`` file, or nobody.
+
+    The password is read from ``password_file`` at every (re)connect, so rotated credentials are
+    picked up after the server reloads its config; ``password`` (``NATS_PASSWORD``) is for
+    environments that can only inject values. Neither is ever part of a URL, argv, repr or log.
+    """
+
+    user: str | None = None
+    password_file: str | None = None
+    password: str | None = None
+    creds_file: str | None = None
+    """A NATS credentials file (JWT + NKey seed) for operator-mode servers; needs ``nats-py[nkeys]``."""
+
+    def __post_init__(self) -> None:
+        if self.password_file is not None and self.password is not None:
+            raise ValueError("NATS_PASSWORD_FILE and NATS_PASSWORD are both set: keep one (the file)")
+        has_password = self.password_file is not None or self.password is not None
+        if self.creds_file is not None and (self.user is not None or has_password):
+            raise ValueError("NATS_CREDS carries its own identity: unset NATS_USER and NATS_PASSWORD(_FILE)")
+        if self.user is not None and not has_password:
+            raise ValueError(f"NATS_USER={self.user} needs NATS_PASSWORD_FILE (or NATS_PASSWORD)")
+        if self.user is None and has_password:
+            raise ValueError("NATS_PASSWORD_FILE/NATS_PASSWORD is set without NATS_USER")
+
+    def __repr__(self) -> str:
+        secret = "***" if self.password is not None else None
+        return (
+            f"NatsAuth(user={self.user!r}, password_file={self.password_file!r}, password={secret}, "
+            f"creds_file={self.creds_file!r})"
+        )
+
+    @property
+    def anonymous(self) -> bool:
+        return self.user is None and self.creds_file is None
+
+    def describe(self) -> str:
+        """Who connects, for error messages (never the secret)."""
+        if self.creds_file is not None:
+            return f"the credentials in {self.creds_file}"
+        if self.user is not None:
+            return f"user {self.user!r}"
+        return "no credentials"
+
+    def read_password(self) -> str | None:
+        """The password (from the file when one is set); OSError when the file cannot be read."""
+        if self.password_file is not None:
+            with open(self.password_file, encoding="utf-8") as f:
+                return f.read().strip()
+        return self.password
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> NatsAuth:
+        """``NATS_USER`` + ``NATS_PASSWORD_FILE`` (or ``NATS_PASSWORD``), or ``NATS_CREDS``; empty = unset."""
+        e = os.environ if env is None else env
+        return cls(
+            user=e.get("NATS_USER") or None,
+            password_file=e.get("NATS_PASSWORD_FILE") or None,
+            password=e.get("NATS_PASSWORD") or None,
+            creds_file=e.get("NATS_CREDS") or None,
+        )
+
+
+def check_url(url: str) -> str:
+    """A NATS URL without a password in it (it would end up in logs and process listings)."""
+    for server in url.split(","):
+        if "@" in urlsplit(server.strip()).netloc:
+            raise ValueError(
+                "NATS_URL must not carry credentials: set NATS_USER and NATS_PASSWORD_FILE instead"
+            )
+    return url
+
+
 class NatsSettings(msgspec.Struct, frozen=True, kw_only=True):
     url: str = "nats://127.0.0.1:4222"
     stream: str = DEFAULT_STREAM
     prefix: str = DEFAULT_PREFIX
     replicas: int = 1
     max_age_days: float = 90.0
+    auth: NatsAuth = NatsAuth()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> NatsSettings:
@@ -39,10 +114,11 @@ class NatsSettings(msgspec.Struct, frozen=True, kw_only=True):
         # Defaults come from an instance: on a msgspec Struct, ``cls.url`` is a member descriptor.
         d = cls()
         settings = cls(
-            url=e.get("NATS_URL", d.url),
+            url=check_url(e.get("NATS_URL", d.url)),
             stream=e.get("BGAGENT_STREAM", d.stream),
             prefix=check_prefix(e.get("BGAGENT_PREFIX", d.prefix)),
             replicas=int(e.get("BGAGENT_STREAM_REPLICAS", str(d.replicas))),
             max_age_days=float(e.get("BGAGENT_STREAM_MAX_AGE_DAYS", str(d.max_age_days))),
+            auth=NatsAuth.from_env(e),
         )
         return settings

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from collections.abc import AsyncIterator
 
 import msgspec
@@ -46,6 +47,12 @@ async def follow(
     last = after_seq
     while True:
         config = ConsumerConfig(
+            # Named, so it is created on $JS.API.CONSUMER.CREATE.<stream>.<name>.<filter>: a reader's
+            # NATS permissions allow that form only, and deny the durables' names (the unnamed form
+            # would let a reader update a durable by naming it in the request body). A fresh name per
+            # subscription: nats-py's own reset re-creates under the same name, which the server
+            # refuses while the old consumer lingers; the stall check below then re-subscribes.
+            name=f"follow_{secrets.token_hex(8)}",
             deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
             opt_start_seq=last + 1,
             inactive_threshold=60.0,

@@ -2,8 +2,9 @@
 
 - ``nats_url`` (session): ``NATS_URL`` when set, a container when Docker answers,
   else a nats-server subprocess on a free port with a temporary store.
-- ``database_url`` (session): a fresh database, dropped at the end, on ``DATABASE_URL``'s server, else
-  a container when Docker answers, else the local PostgreSQL as user postgres.
+- ``database_url`` (session): a fresh database on ``DATABASE_URL``'s server, else a container when
+  Docker answers, else the local PostgreSQL as user postgres; dropped at the end, and only that one
+  (never a database this session did not create).
 - ``nats_settings`` (per test): a stream name and subject prefix of its own, so
   tests never see each other's events.
 """
@@ -38,11 +39,12 @@ def postgres_server_url() -> Iterator[str]:
 @pytest.fixture(scope="session")
 async def database_url(postgres_server_url: str) -> AsyncIterator[str]:
     url = with_database(postgres_server_url, f"bgagent_test_{secrets.token_hex(4)}")
-    await ensure_database(url)
+    created = await ensure_database(url)
     try:
         yield url
     finally:
-        await drop_database(url)
+        if created:  # drop only the database this session created, never one that was there before
+            await drop_database(url)
 
 
 @pytest.fixture

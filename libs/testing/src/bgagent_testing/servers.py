@@ -57,12 +57,19 @@ class NatsServer:
     """A nats-server subprocess with JetStream in a directory of its own, on a free port."""
 
     def __init__(
-        self, store_dir: str | None = None, port: int | None = None, log_file: str | None = None
+        self,
+        store_dir: str | None = None,
+        port: int | None = None,
+        log_file: str | None = None,
+        config_file: str | None = None,
     ) -> None:
+        """``config_file``: a nats-server config (e.g. the authorization block of ``admin nats-config``);
+        the listen address, port and JetStream store given here win over what it says."""
         self._own_dir = store_dir is None
         self.store_dir = store_dir or tempfile.mkdtemp(prefix="bgagent-nats-")
         self.port = port or free_port()
         self.log_file = log_file
+        self.config_file = config_file
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -73,16 +80,36 @@ class NatsServer:
     def pid(self) -> int | None:
         return self._proc.pid if self._proc else None
 
+    @property
+    def process(self) -> subprocess.Popen[bytes] | None:
+        """The running server process (for a caller that stops and reaps it itself)."""
+        return self._proc
+
     def start(self) -> NatsServer:
         args = [nats_server_binary(), "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", self.store_dir]
-        out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
-        self._proc = subprocess.Popen(args, stdout=out, stderr=out, start_new_session=True)
-        try:
-            wait_for_port("127.0.0.1", self.port)
-        except ServerError:
-            self.stop()
-            raise
-        return self
+        if self.config_file:
+            args += ["-c", self.config_file]
+        if self.log_file:
+            with open(self.log_file, "ab") as out:  # the child keeps its own descriptor
+                self._proc = subprocess.Popen(args, stdout=out, stderr=out, start_new_session=True)
+        else:
+            self._proc = subprocess.Popen(
+                args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+            )
+        deadline = time.monotonic() + 10.0
+        while True:
+            code = self._proc.poll()
+            if code is not None:  # e.g. a config it cannot parse: say so now, not after the timeout
+                self._proc = None
+                where = f"; see {self.log_file}" if self.log_file else ""
+                raise ServerError(f"nats-server exited with code {code} while starting{where}")
+            try:
+                wait_for_port("127.0.0.1", self.port, timeout=max(0.0, min(0.2, deadline - time.monotonic())))
+                return self
+            except ServerError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise
 
     def kill(self) -> None:
         """SIGKILL, as a crash would."""
@@ -131,11 +158,23 @@ def database_name(url: str) -> str:
     return urlsplit(url).path.lstrip("/") or "postgres"
 
 
+def _quoted(name: str) -> str:
+    """``name`` as a quoted SQL identifier; refuses what PostgreSQL would truncate or misread."""
+    if not name or len(name.encode()) > 63 or '"' in name or "\x00" in name:
+        raise ValueError(f"not a usable database name: {name!r}")
+    return f'"{name}"'
+
+
 async def ensure_database(url: str) -> bool:
-    """Create the database of ``url`` if it is missing; True if it was created."""
+    """Create the database of ``url`` if it is missing; True if this call created it.
+
+    Only a caller that got True may later drop it (``drop_database``): a database that existed
+    already belongs to someone else.
+    """
     import asyncpg
 
     name = database_name(url)
+    quoted = _quoted(name)
     admin_url = with_database(url, "postgres")
     try:
         conn = await asyncpg.connect(admin_url, timeout=5)
@@ -148,20 +187,23 @@ async def ensure_database(url: str) -> bool:
         exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
         if exists:
             return False
-        with contextlib.suppress(asyncpg.DuplicateDatabaseError):
-            await conn.execute(f'CREATE DATABASE "{name}"')
+        try:
+            await conn.execute(f"CREATE DATABASE {quoted}")
+        except asyncpg.DuplicateDatabaseError:
+            return False  # created by someone else meanwhile: not ours to drop
         return True
     finally:
         await conn.close()
 
 
 async def drop_database(url: str) -> None:
+    """Drop the database of ``url``: call it only for a database ``ensure_database`` created."""
     import asyncpg
 
-    name = database_name(url)
+    quoted = _quoted(database_name(url))
     conn = await asyncpg.connect(with_database(url, "postgres"), timeout=5)
     try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await conn.execute(f"DROP DATABASE IF EXISTS {quoted} WITH (FORCE)")
     finally:
         await conn.close()
 

@@ -1,13 +1,19 @@
-"""HTTP plumbing shared by admission and query: error envelope, bearer auth, health, serving."""
+"""HTTP plumbing shared by admission and query: error envelope and codes, bearer auth, edge limits
+(431), OpenAPI documents (``bgagent_web.openapi``), health, serving."""
 
 from .auth import principal_dependency
+from .edge import MAX_HEADER_BYTES, MAX_HEADER_FIELD_BYTES, EdgeMiddleware
 from .errors import (
+    CODES,
+    ERROR_CODES,
     REQUEST_ID_HEADER,
     ApiError,
     BadRequest,
     Conflict,
+    ErrorCode,
     NotFound,
     PayloadTooLarge,
+    RequestHeaderFieldsTooLarge,
     Unauthorized,
     Unavailable,
     UnsupportedMediaType,
@@ -15,15 +21,22 @@ from .errors import (
     handle_exception,
     request_id,
 )
-from .serve import health_handlers, serve
+from .serve import health_handlers, serve, uvicorn_options
 
 __all__ = [
+    "CODES",
+    "ERROR_CODES",
+    "MAX_HEADER_BYTES",
+    "MAX_HEADER_FIELD_BYTES",
     "REQUEST_ID_HEADER",
     "ApiError",
     "BadRequest",
     "Conflict",
+    "EdgeMiddleware",
+    "ErrorCode",
     "NotFound",
     "PayloadTooLarge",
+    "RequestHeaderFieldsTooLarge",
     "Unauthorized",
     "Unavailable",
     "UnsupportedMediaType",
@@ -33,4 +46,5 @@ __all__ = [
     "principal_dependency",
     "request_id",
     "serve",
+    "uvicorn_options",
 ]

@@ -10,6 +10,8 @@ import uvicorn
 from litestar import Litestar, get
 from litestar.response import Response
 
+from .edge import H11_MAX_HEAD_BYTES
+
 
 def health_handlers(ready: Callable[[], Awaitable[bool]]) -> list[Any]:
     """``/healthz`` (process is up) and ``/readyz`` (dependencies answer)."""
@@ -26,6 +28,22 @@ def health_handlers(ready: Callable[[], Awaitable[bool]]) -> list[Any]:
     return [healthz, readyz]
 
 
+def uvicorn_options() -> dict[str, Any]:
+    """uvicorn settings for bgagent's HTTP apps: h11 with a head limit above the app's 431 limits.
+
+    With uvicorn's default (16 KiB) a request head between the app's header limit and 16 KiB
+    gets the 431 envelope and a larger one uvicorn's plain 400; with this one the envelope
+    answers every head up to ``H11_MAX_HEAD_BYTES``.
+    """
+    return {
+        "http": "h11",
+        "h11_max_incomplete_event_size": H11_MAX_HEAD_BYTES,
+        "log_config": None,
+        "access_log": False,
+        "lifespan": "on",
+    }
+
+
 async def serve(app: Litestar, *, host: str, port: int) -> None:
     """Serve until the task is cancelled or the server is told to exit.
 
@@ -33,7 +51,7 @@ async def serve(app: Litestar, *, host: str, port: int) -> None:
     run the app's shutdown hooks) before the CancelledError propagates; a bare cancel of
     ``Server.serve()`` would leave the listening socket open and skip the shutdown hooks.
     """
-    config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="on")
+    config = uvicorn.Config(app, **uvicorn_options(), host=host, port=port)
     server = uvicorn.Server(config)
     serving = asyncio.ensure_future(server.serve())
     try:

@@ -16,6 +16,7 @@ from nats.aio.client import Client
 
 from bgagent_contracts.subjects import idempotency_bucket
 from bgagent_eventstore import JetStreamEventStore, StoreError, connect, provision
+from bgagent_web import uvicorn_options
 
 from .api import create_app
 from .handlers import Admission
@@ -50,7 +51,7 @@ async def _bucket(nc: Client, settings: Settings) -> KvIdempotencyStore:
 
 
 async def run(settings: Settings) -> None:
-    nc = await connect(settings.nats.url, name="bgagent-admission")
+    nc = await connect(settings.nats.url, name="bgagent-admission", auth=settings.nats.auth)
     try:
         store = JetStreamEventStore(nc, stream=settings.nats.stream, prefix=settings.nats.prefix)
         admission = Admission(store, await _bucket(nc, settings), prefix=settings.nats.prefix)
@@ -63,11 +64,10 @@ async def run(settings: Settings) -> None:
             tokens=settings.tokens,
             ready=ready,
             local_roots=settings.local_repo_roots,
+            allow_task_network=settings.allow_task_network,
             max_body_bytes=settings.max_body_bytes,
         )
-        config = uvicorn.Config(
-            app, host=settings.host, port=settings.port, log_config=None, access_log=False, lifespan="on"
-        )
+        config = uvicorn.Config(app, **uvicorn_options(), host=settings.host, port=settings.port)
         server = _Server(config)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -79,6 +79,9 @@ async def run(settings: Settings) -> None:
             logger.info("admission listening on http://%s:%d", settings.host, settings.port)
             roots = settings.local_repo_roots
             logger.info("local repositories: %s", ", ".join(roots) if roots else "disabled")
+            logger.info(
+                "tasks may ask for network access: %s", "yes" if settings.allow_task_network else "no"
+            )
             if settings.ready_file:
                 await asyncio.to_thread(Path(settings.ready_file).write_text, "ready\n")
         await serving

@@ -127,6 +127,7 @@ class Admission:
             max_turns=command.max_turns,
             max_budget_usd=command.max_budget_usd,
             trace=command.trace,
+            network=command.network,
             channel="api",
             idempotency_key=key,
         )
@@ -283,4 +284,5 @@ def _same_request(event: TaskSubmitted, command: CreateTask) -> bool:
         and event.max_turns == command.max_turns
         and event.max_budget_usd == command.max_budget_usd
         and event.trace == command.trace
+        and event.network == command.network
     )

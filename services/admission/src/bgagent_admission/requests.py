@@ -36,6 +36,7 @@ class CreateTaskBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_turns: int | None = None
     max_budget_usd: float | None = None
     trace: bool | None = None
+    network: bool | None = None
 
 
 class CancelBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -55,6 +56,7 @@ _KINDS: dict[str, str] = {
     "max_turns": "an integer",
     "max_budget_usd": "a number",
     "trace": "true or false",
+    "network": "true or false",
     "reason": "a string",
     "message": "a string",
 }
@@ -121,8 +123,14 @@ def check_idempotency_key(value: str | None) -> str | None:
     return value
 
 
-def validate_create(body: CreateTaskBody, *, local_roots: tuple[str, ...] = ()) -> CreateTask:
-    """Apply every rule of a submission (bgagent_contracts.submission); the first broken one is reported."""
+def validate_create(
+    body: CreateTaskBody, *, local_roots: tuple[str, ...] = (), allow_network: bool = False
+) -> CreateTask:
+    """Apply every rule of a submission (bgagent_contracts.submission); the first broken one is reported.
+
+    ``network: true`` is refused (400 naming ``network``) unless ``allow_network``
+    (``BGAGENT_ALLOW_TASK_NETWORK``).
+    """
     try:
         return check_submission(
             repo=body.repo,
@@ -133,7 +141,9 @@ def validate_create(body: CreateTaskBody, *, local_roots: tuple[str, ...] = ()) 
             max_turns=body.max_turns,
             max_budget_usd=body.max_budget_usd,
             trace=body.trace,
+            network=body.network,
             local_roots=local_roots,
+            allow_network=allow_network,
         )
     except InvalidSubmissionError as exc:
         raise InvalidRequest(exc.field, exc.problem) from None

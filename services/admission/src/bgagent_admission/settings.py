@@ -76,6 +76,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     local_repo_roots: tuple[str, ...] = ()
     """Folders local repositories (absolute paths, ``file://``) may live in; empty disables them."""
     auto_provision: bool = False
+    allow_task_network: bool = False
+    """``BGAGENT_ALLOW_TASK_NETWORK``: tasks may ask for ``network: true`` (runners check again)."""
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     log_level: str = "INFO"
     ready_file: str | None = None
@@ -103,6 +105,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             port=_int(e, "BGAGENT_ADMISSION_PORT", 8080, 0, 65535),
             local_repo_roots=local_repo_roots(e),
             auto_provision=_flag(e, "BGAGENT_AUTO_PROVISION", False),
+            allow_task_network=_flag(e, "BGAGENT_ALLOW_TASK_NETWORK", False),
             max_body_bytes=_int(e, "BGAGENT_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, 1024, 16 * 1024 * 1024),
             log_level=(e.get("BGAGENT_LOG_LEVEL") or "INFO").upper(),
             ready_file=e.get("BGAGENT_READY_FILE") or None,

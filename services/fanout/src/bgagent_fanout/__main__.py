@@ -42,7 +42,7 @@ async def _provisioned(js: JetStreamContext, settings: Settings) -> KeyValue:
 
 async def serve(settings: Settings, stopping: asyncio.Event) -> None:
     """Connect, bind the consumer, write the ready file, consume until ``stopping``; drain NATS."""
-    nc = await connect(settings.nats.url, name="bgagent-fanout")
+    nc = await connect(settings.nats.url, name="bgagent-fanout", auth=settings.nats.auth)
     github = GitHubClient(
         settings.github_api_url,
         settings.github_token,

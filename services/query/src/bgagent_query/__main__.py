@@ -17,6 +17,7 @@ import uvicorn
 
 from bgagent_contracts.auth import TokenTable
 from bgagent_eventstore import connect
+from bgagent_web import uvicorn_options
 
 from .api import create_app
 from .migrations import migrate
@@ -39,7 +40,7 @@ async def run(settings: Settings) -> int:
     signal.signal(signal.SIGINT, on_signal)
 
     tokens = TokenTable.parse(settings.api_tokens)
-    nc = await connect(settings.nats.url, name="bgagent-query")
+    nc = await connect(settings.nats.url, name="bgagent-query", auth=settings.nats.auth)
     pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=settings.pool_max)
     async with pool.acquire() as conn:
         applied = await migrate(conn)
@@ -67,14 +68,7 @@ async def run(settings: Settings) -> int:
         min_seq_wait_s=settings.min_seq_wait_s,
     )
     server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            host=settings.http_host,
-            port=settings.http_port,
-            log_config=None,
-            access_log=False,
-            lifespan="on",
-        )
+        uvicorn.Config(app, **uvicorn_options(), host=settings.http_host, port=settings.http_port)
     )
     tasks: list[asyncio.Task[None]] = [asyncio.create_task(server.serve(), name="http")]
     projector: Projector | None = None

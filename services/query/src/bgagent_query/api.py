@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Awaitable, Callable
+from importlib.metadata import version
 from typing import Any
 
 import asyncpg
@@ -14,15 +16,18 @@ from litestar.params import FromPath, FromQuery
 from bgagent_contracts import Status
 from bgagent_contracts.auth import Principal, TokenTable
 from bgagent_contracts.subjects import is_task_id
+from bgagent_contracts.submission import MAX_REPO_CHARS
 from bgagent_contracts.views import event_view, task_view
 from bgagent_web import (
     BadRequest,
+    EdgeMiddleware,
     NotFound,
     Unavailable,
     handle_exception,
     health_handlers,
     principal_dependency,
 )
+from bgagent_web import openapi as oa
 
 from . import store
 from .errors import ProjectionLagError
@@ -34,39 +39,64 @@ TASKS_DEFAULT_LIMIT = 50
 TASKS_MAX_LIMIT = 500
 EVENTS_DEFAULT_LIMIT = 100
 EVENTS_MAX_LIMIT = 1000
+MAX_SEQ = oa.MAX_SEQ
+"""Cursors (``after``, ``min_seq``) are stream sequences and must fit a Postgres bigint."""
 _STATUS_NAMES = ", ".join(s.value for s in Status)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
-def _int_param(name: str, raw: str | None, *, default: int, minimum: int, maximum: int | None = None) -> int:
+def _shown(raw: str) -> str:
+    """A parameter value as quoted in a message: at most 40 characters, escapes for the rest."""
+    return repr(raw[:40]) + ("…" if len(raw) > 40 else "")
+
+
+def _int_param(name: str, raw: str | None, *, default: int, minimum: int, maximum: int = MAX_SEQ) -> int:
     if raw is None or raw == "":
         return default
     try:
         value = int(raw)
-    except ValueError:
-        raise BadRequest(f"{name}: expected an integer, got {raw!r}") from None
-    if value < minimum or (maximum is not None and value > maximum):
-        upper = f" and {maximum}" if maximum is not None else ""
-        lower = f"between {minimum}{upper}" if maximum is not None else f">= {minimum}"
-        raise BadRequest(f"{name}: must be {lower}, got {value}")
+    except ValueError:  # also the digit limit of int(): "Exceeds the limit (4300 digits)"
+        raise BadRequest(f"{name}: expected an integer, got {_shown(raw)}") from None
+    if not minimum <= value <= maximum:
+        shown = value if len(raw) <= 40 else _shown(raw)
+        raise BadRequest(f"{name}: must be between {minimum} and {maximum}, got {shown}")
     return value
 
 
 def _task_id(name: str, raw: str) -> str:
-    if not is_task_id(raw):
-        raise BadRequest(f"{name}: {raw[:40]!r} is not a task id (a 26-character ULID)")
+    """A ULID (lower case is accepted and upper-cased, as admission does)."""
+    upper = raw.upper()
+    if not is_task_id(upper):
+        raise BadRequest(f"{name}: {_shown(raw)} is not a task id (a 26-character ULID)")
+    return upper
+
+
+def _repo(raw: str | None) -> str | None:
+    """The repo filter: compared as text, so only what can never be stored is refused (NUL and
+    other control characters would also break the query itself)."""
+    if not raw:
+        return None
+    if len(raw) > MAX_REPO_CHARS:
+        raise BadRequest(f"repo: at most {MAX_REPO_CHARS} characters (got {len(raw)})")
+    bad = _CONTROL.search(raw)
+    if bad is not None:
+        raise BadRequest(f"repo: contains the control character U+{ord(bad.group()):04X}")
     return raw
 
 
 def _statuses(raw: str | None) -> list[Status]:
     if not raw:
         return []
+    parts = raw.split(",")
+    if len(parts) > len(Status):
+        raise BadRequest(f"status: at most {len(Status)} statuses (got {len(parts)})")
     out: list[Status] = []
-    for part in raw.split(","):
+    for part in parts:
         try:
             out.append(Status(part.strip().upper()))
         except ValueError:
             raise BadRequest(
-                f"status: unknown status {part.strip()!r}; expected one of {_STATUS_NAMES}"
+                f"status: unknown status {_shown(part.strip())}; expected one of {_STATUS_NAMES}"
             ) from None
     return out
 
@@ -78,6 +108,202 @@ def _on_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
         logger.warning("database unavailable: %s", exc)
         exc = Unavailable("the read model database is unavailable; retry shortly")
     return handle_exception(request, exc)
+
+
+# --- the OpenAPI document -------------------------------------------------------------------------
+
+_READ_ERRORS = {401: ["UNAUTHORIZED"], 431: ["HEADERS_TOO_LARGE"]}
+
+
+def _min_seq_param() -> oa.JSON:
+    return oa.query_param(
+        "min_seq",
+        {"type": "integer", "minimum": 0, "maximum": MAX_SEQ},
+        "Read-your-writes: wait (bounded) until the projection has reached this stream sequence "
+        "(admission's `meta.seq`); 503 PROJECTION_LAG if it does not in time.",
+    )
+
+
+def openapi_document() -> oa.JSON:
+    """The query API as OpenAPI 3.1 (served at /schema/openapi.json)."""
+    tasks_page = oa.obj(
+        {
+            "data": {"type": "array", "items": oa.ref("Task")},
+            "pagination": oa.obj(
+                {
+                    "next_before": oa.nullable(
+                        {"type": "string", "description": "the `before` of the next page; null on the last"}
+                    ),
+                    "has_more": {"type": "boolean"},
+                }
+            ),
+        }
+    )
+    events_page = oa.obj(
+        {
+            "data": {"type": "array", "items": oa.ref("Event")},
+            "pagination": oa.obj(
+                {
+                    "next_after": oa.nullable(
+                        {
+                            "type": "integer",
+                            "minimum": 1,
+                            "description": "the last seq of this page (null when it is empty): poll from it",
+                        }
+                    ),
+                    "has_more": {"type": "boolean"},
+                }
+            ),
+        }
+    )
+    one_task = oa.obj({"data": oa.ref("Task")})
+    task_links = {
+        "GetTask": {"operationId": "getTask", "parameters": {"task_id": "$response.body#/data/0/task_id"}},
+        "ListEvents": {
+            "operationId": "listEvents",
+            "parameters": {"task_id": "$response.body#/data/0/task_id"},
+        },
+    }
+    operations = [
+        oa.Operation(
+            "GET",
+            "/v1/tasks",
+            "listTasks",
+            "List tasks, newest first",
+            {
+                "200": oa.response(
+                    "A page of tasks (a user's own; an admin's: everyone's)",
+                    tasks_page,
+                    example={
+                        "data": [oa.example_task(4)],
+                        "pagination": {"next_before": oa.EXAMPLE_TASK_ID, "has_more": True},
+                    },
+                    links=task_links,
+                ),
+                **oa.errors(
+                    {400: ["VALIDATION_ERROR"], **_READ_ERRORS, 503: ["SERVICE_UNAVAILABLE"]},
+                ),
+            },
+            tags=["tasks"],
+            parameters=[
+                oa.query_param(
+                    "status",
+                    {
+                        "type": "array",
+                        "items": {"enum": [s.value for s in Status]},
+                        "maxItems": len(Status),
+                    },
+                    "Only tasks in one of these statuses (comma-separated; case does not matter).",
+                    style="form",
+                    explode=False,
+                ),
+                oa.query_param(
+                    "repo",
+                    {"type": "string", "maxLength": MAX_REPO_CHARS, "pattern": r"^[^\x00-\x1f\x7f-\x9f]*$"},
+                    "Only tasks of this repository (exact match); empty means all.",
+                ),
+                oa.query_param(
+                    "limit",
+                    {
+                        "type": "integer",
+                        "minimum": 1,
+                        "maximum": TASKS_MAX_LIMIT,
+                        "default": TASKS_DEFAULT_LIMIT,
+                    },
+                    "Page size.",
+                ),
+                oa.query_param(
+                    "before",
+                    {"type": "string", "pattern": f"^(?:{oa.TASK_ID_PATTERN.strip('^$')})?$"},
+                    "Keyset cursor: tasks older than this task id (the previous page's `next_before`); "
+                    "empty means from the newest.",
+                ),
+            ],
+        ),
+        oa.Operation(
+            "GET",
+            "/v1/tasks/{task_id}",
+            "getTask",
+            "One task",
+            {
+                "200": oa.response(
+                    "The task, with live turn and cost",
+                    one_task,
+                    example={"data": oa.example_task(4)},
+                    links={
+                        "ListEvents": {
+                            "operationId": "listEvents",
+                            "parameters": {"task_id": "$response.body#/data/task_id"},
+                        }
+                    },
+                ),
+                **oa.errors(
+                    {
+                        400: ["VALIDATION_ERROR"],
+                        404: ["NOT_FOUND"],
+                        **_READ_ERRORS,
+                        503: ["SERVICE_UNAVAILABLE", "PROJECTION_LAG"],
+                    }
+                ),
+            },
+            description="Someone else's task is 404, the same answer as a task that does not exist.",
+            tags=["tasks"],
+            parameters=[oa.TASK_ID_PARAM, _min_seq_param()],
+        ),
+        oa.Operation(
+            "GET",
+            "/v1/tasks/{task_id}/events",
+            "listEvents",
+            "A task's events in stream order",
+            {
+                "200": oa.response(
+                    "A page of events after `after`",
+                    events_page,
+                    example={
+                        "data": oa.example_events(),
+                        "pagination": {"next_after": 104, "has_more": False},
+                    },
+                ),
+                **oa.errors(
+                    {
+                        400: ["VALIDATION_ERROR"],
+                        404: ["NOT_FOUND"],
+                        **_READ_ERRORS,
+                        503: ["SERVICE_UNAVAILABLE", "PROJECTION_LAG"],
+                    }
+                ),
+            },
+            tags=["tasks"],
+            parameters=[
+                oa.TASK_ID_PARAM,
+                oa.query_param(
+                    "after",
+                    {"type": "integer", "minimum": 0, "maximum": MAX_SEQ, "default": 0},
+                    "Only events with a larger seq (the previous page's `next_after`).",
+                ),
+                oa.query_param(
+                    "limit",
+                    {
+                        "type": "integer",
+                        "minimum": 1,
+                        "maximum": EVENTS_MAX_LIMIT,
+                        "default": EVENTS_DEFAULT_LIMIT,
+                    },
+                    "Page size.",
+                ),
+                _min_seq_param(),
+            ],
+        ),
+        *oa.health_operations(),
+    ]
+    return oa.document(
+        title="bgagent query",
+        version=version("bgagent-query"),
+        description="The read side: tasks and their events from the Postgres read models. Every /v1 route "
+        "needs a bearer token; a user sees their own tasks, an admin all. Bad parameters are 400 with "
+        "a message that starts with the parameter's name.",
+        operations=operations,
+    )
 
 
 def create_app(
@@ -114,7 +340,7 @@ def create_app(
                 conn,
                 user_id=None if principal.admin else principal.user_id,
                 statuses=_statuses(status),
-                repo=repo or None,
+                repo=_repo(repo),
                 before=cursor,
                 limit=page_size,
             )
@@ -163,7 +389,15 @@ def create_app(
         }
 
     return Litestar(
-        route_handlers=[list_tasks, get_task, list_events, *health_handlers(ready)],
+        route_handlers=[
+            list_tasks,
+            get_task,
+            list_events,
+            *health_handlers(ready),
+            *oa.schema_handlers(openapi_document()),
+        ],
         dependencies={"principal": Provide(principal_dependency(tokens))},
         exception_handlers={Exception: _on_error},
+        middleware=[EdgeMiddleware],
+        openapi_config=None,
     )

@@ -198,7 +198,7 @@ async def rebuild_from_urls(
     Returns the report as a plain dict (``events``, ``tasks``, ``poison``, ``last_seq``, ``elapsed_s``,
     ``events_per_s``) ready to print as JSON.
     """
-    nc = await connect(nats_settings.url, name="bgagent-rebuild")
+    nc = await connect(nats_settings.url, name="bgagent-rebuild", auth=nats_settings.auth)
     try:
         conn = await asyncpg.connect(database_url)
         try:

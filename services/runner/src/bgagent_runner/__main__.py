@@ -11,6 +11,7 @@ from bgagent_eventstore import StoreError
 
 from .errors import RunnerError
 from .logs import install_redaction
+from .sandbox import SandboxUnavailable, probe
 from .settings import Settings
 from .worker import Runner
 
@@ -36,6 +37,17 @@ def main() -> None:
         logger.error("invalid runner settings: %s", exc)
         raise SystemExit(2) from None
     install_redaction(settings.secrets)
+    if settings.sandbox.mode == "off":
+        logger.warning(
+            "BGAGENT_SANDBOX=off: agent commands run WITHOUT a sandbox, as this runner's user, with its "
+            "network and file system (every task_started records sandbox 'off'); use only for trusted repos"
+        )
+    else:
+        try:
+            logger.info("%s", probe(settings.sandbox))
+        except SandboxUnavailable as exc:
+            logger.error("runner not started: %s", exc)
+            raise SystemExit(1) from None
     logger.info("starting runner %s (model %s)", settings.runner_id, settings.model)
     try:
         asyncio.run(serve(settings))

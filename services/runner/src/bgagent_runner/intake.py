@@ -50,13 +50,19 @@ async def delivered_task(msg: Msg, js: JetStreamContext, prefix: str) -> str | N
     return None
 
 
-def submission_problem(log: TaskLog, local_roots: Sequence[str]) -> str | None:
-    """Why the task's ``task_submitted`` breaks a submission rule, or None when it is valid."""
+def submission_problem(
+    log: TaskLog, local_roots: Sequence[str], *, allow_network: bool = False
+) -> str | None:
+    """Why the task's ``task_submitted`` breaks a submission rule, or None when it is valid.
+
+    ``network: true`` is a broken rule unless this runner allows it (``BGAGENT_SANDBOX_ALLOW_NETWORK``),
+    whatever admission decided.
+    """
     first = next((r.event for r in log.records if isinstance(r.event, TaskSubmitted)), None)
     if first is None:
         return "no readable task_submitted"
     try:
-        check_submitted(first, local_roots=local_roots)
+        check_submitted(first, local_roots=local_roots, allow_network=allow_network)
     except InvalidSubmissionError as exc:
         return str(exc)
     return None

@@ -39,6 +39,7 @@ from .agent import Agent, AgentResult, Outcome
 from .errors import ForgeError, ForgeUnsupportedError, RunnerError
 from .forge import Forge, Issue, PullRequest
 from .prompts import commit_message, pr_body, pr_title, review_body, system_prompt, task_message
+from .sandbox import Sandbox
 from .session import AttemptSuperseded, TaskSession
 from .settings import Settings
 from .tools import BashTool, TextEditor, scrubbed_env
@@ -176,6 +177,9 @@ class Job:
         ref = parse_repo(state.repo, self.settings)
         issue, pull = await self._forge_context(ref)
         git, repo_dir, home = await clone(self.settings, ref, self.root)
+        # The agent gets a HOME and /tmp of its own, never the runner git's HOME (<attempt>/home): a
+        # ~/.gitconfig written there (core.fsmonitor, hooksPath, …) would run in the runner's git.
+        agent_home, agent_tmp = self.root / "sandbox" / "home", self.root / "sandbox" / "tmp"
         self.git = git
         base = await default_branch(git)
         if state.task_type is TaskType.NEW_TASK:
@@ -215,9 +219,13 @@ class Job:
             first_message=task_message(state, issue, pull),
             bash=BashTool(
                 repo_dir,
-                scrubbed_env(home),
+                scrubbed_env(agent_home, workspace=repo_dir),
                 timeout_s=self.settings.tool_timeout_s,
                 output_cap=self.settings.tool_output_cap,
+                sandbox=Sandbox(self.settings.sandbox) if self.settings.sandbox.mode == "bwrap" else None,
+                home=agent_home,
+                tmp=agent_tmp,
+                network=self.session.network,
             ),
             editor=TextEditor(repo_dir),
             trace=self.trace,

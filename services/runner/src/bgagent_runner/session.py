@@ -16,7 +16,16 @@ from typing import TypedDict
 import msgspec
 from ulid import ULID
 
-from bgagent_contracts import TERMINAL_EVENT_TYPES, Actor, Event, Recorded, TaskStarted, TaskState, event_type
+from bgagent_contracts import (
+    TERMINAL_EVENT_TYPES,
+    Actor,
+    Event,
+    Recorded,
+    TaskStarted,
+    TaskState,
+    TaskSubmitted,
+    event_type,
+)
 from bgagent_contracts.fold import fold_recorded
 from bgagent_eventstore import ConcurrencyError, EventStore, JetStreamEventStore, TaskLog
 
@@ -71,6 +80,8 @@ class TaskSession:
         """W3C traceparent of the submission, carried on every runner append (one trace per task)."""
         self.before_terminal: Callable[[Event], Awaitable[list[Event]]] | None = None
         """Runs once, before the first terminal event is appended; its events go first (the trace)."""
+        self.network = False
+        """The task asked for network access for the agent's commands (``task_submitted.network``)."""
 
     @property
     def task_id(self) -> str:
@@ -143,11 +154,27 @@ def _with_seq(state: TaskState, seq: int) -> TaskState:
     return msgspec.structs.replace(state, last_seq=seq)
 
 
+def _asked_for_network(log: TaskLog) -> bool:
+    first = next((r.event for r in log.records if isinstance(r.event, TaskSubmitted)), None)
+    return first is not None and first.network
+
+
 async def claim(
-    store: EventStore, log: TaskLog, runner_id: str, *, now: datetime, traceparent: str | None = None
+    store: EventStore,
+    log: TaskLog,
+    runner_id: str,
+    *,
+    now: datetime,
+    traceparent: str | None = None,
+    sandbox: str | None = None,
 ) -> TaskSession:
-    """Start attempt n+1 with an expected-sequence append; ClaimLost when someone else was first."""
+    """Start attempt n+1 with an expected-sequence append; ClaimLost when someone else was first.
+
+    ``task_started`` records ``sandbox`` (``"bwrap"`` or ``"off"``) and whether the agent's commands
+    reach the network: what the task asked for under bwrap, always under ``off``.
+    """
     state = log.state()
+    network = _asked_for_network(log)
     for _ in range(MAX_APPEND_RETRIES):
         if state is None or state.terminal:
             raise ClaimLost(state)
@@ -158,6 +185,8 @@ async def claim(
             actor=Actor.RUNNER,
             attempt=state.attempt + 1,
             runner_id=runner_id,
+            sandbox=sandbox,
+            network=None if sandbox is None else network or sandbox == "off",
         )
         try:
             await _append(store, state.task_id, [started], log.last_seq, traceparent)
@@ -171,6 +200,7 @@ async def claim(
         session = TaskSession(store, state)
         session.attempt = started.attempt
         session.traceparent = traceparent
+        session.network = network
         try:
             await session.refresh()
         except AttemptSuperseded:

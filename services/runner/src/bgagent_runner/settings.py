@@ -12,6 +12,8 @@ from ulid import ULID
 
 from bgagent_eventstore import NatsSettings, env_flag
 
+from .sandbox import SandboxSettings
+
 DEFAULT_MODEL = "claude-sonnet-4-6"
 LOCAL_REPO_ROOTS = "BGAGENT_LOCAL_REPO_ROOTS"
 
@@ -69,6 +71,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     shutdown_grace_s: float = 30.0
     keep_workspaces: bool = False
     ready_file: str | None = None
+    sandbox: SandboxSettings = msgspec.field(default_factory=SandboxSettings)
+    """``BGAGENT_SANDBOX*``: bubblewrap and resource limits for agent commands (``off`` to opt out)."""
 
     @property
     def secrets(self) -> tuple[str, ...]:
@@ -100,4 +104,5 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             shutdown_grace_s=float(e.get("BGAGENT_SHUTDOWN_GRACE_S", "30")),
             keep_workspaces=env_flag(e, "BGAGENT_KEEP_WORKSPACES", False),
             ready_file=e.get("BGAGENT_READY_FILE") or None,
+            sandbox=SandboxSettings.from_env(e),
         )

@@ -2,9 +2,11 @@
 
 - ``bash`` (type ``bash_20250124``): every command is ``bash -c`` in the
   workspace, in its own process group, with a scrubbed environment, a
-  per-command timeout and an output cap that keeps head and tail.
+  per-command timeout and an output cap that keeps head and tail; with a
+  :class:`~bgagent_runner.sandbox.Sandbox`, inside bubblewrap with resource limits.
 - ``str_replace_based_edit_tool`` (type ``text_editor_20250728``): view,
-  create, str_replace, insert; every path must resolve inside the workspace.
+  create, str_replace, insert; every path must resolve (symlinks followed) inside
+  the workspace, and nothing under its ``.git`` is written.
 
 A tool never raises for the model's mistakes: the result says what went wrong
 and carries ``is_error``.
@@ -22,11 +24,16 @@ from typing import Any
 
 import msgspec
 
+from .cgroups import CommandCgroup
+from .sandbox import BASH, SYSTEM_PATH, Sandbox, agent_path, etc_snapshot, explain_limit
+
 BASH_TOOL: dict[str, Any] = {"type": "bash_20250124", "name": "bash"}
 EDITOR_TOOL: dict[str, Any] = {"type": "text_editor_20250728", "name": "str_replace_based_edit_tool"}
 
-_ENV_PASSTHROUGH = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ")
+_ENV_PASSTHROUGH = ("LANG", "LC_ALL", "LC_CTYPE", "TZ")
+LIMIT_POLL_S = 0.1
 _SNIPPET_LINES = 4
+_WRITES = ("create", "str_replace", "insert")
 
 
 class ToolOutput(msgspec.Struct, frozen=True, kw_only=True):
@@ -38,12 +45,18 @@ class ToolInputError(Exception):
     """The model called a tool wrongly; becomes an is_error tool result."""
 
 
-def scrubbed_env(home: Path, base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """A minimal environment for agent commands: no tokens, keys or service settings."""
+def scrubbed_env(
+    home: Path, base: Mapping[str, str] | None = None, *, workspace: Path | None = None
+) -> dict[str, str]:
+    """A minimal environment for agent commands: no tokens, keys or service settings.
+
+    ``PATH`` is never the runner's (which may lead to its own virtualenv): the workspace's
+    ``.venv/bin``, ``$HOME/.local/bin``, then the system toolchain; ``VIRTUAL_ENV`` is not set.
+    """
     source = os.environ if base is None else base
     env = {k: source[k] for k in _ENV_PASSTHROUGH if k in source}
-    env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
     env.update(
+        PATH=agent_path(workspace, home),
         HOME=str(home),
         TERM="dumb",
         GIT_TERMINAL_PROMPT="0",
@@ -93,13 +106,36 @@ class _CappedBuffer:
 
 
 class BashTool:
-    """Runs each command with ``bash -c`` in the workspace (no state kept between calls)."""
+    """Runs each command with ``bash -c`` in the workspace (no state kept between calls).
 
-    def __init__(self, cwd: Path, env: Mapping[str, str], *, timeout_s: float, output_cap: int) -> None:
+    With a ``sandbox`` every command runs in bubblewrap: ``home`` (default: ``env["HOME"]``) and
+    ``tmp`` (default: next to ``home``) are host directories of the attempt, created on demand and
+    mounted as the agent's HOME and ``/tmp``, and ``etc`` next to them holds the sandbox's copy of
+    ``/etc`` (made at the first command); ``network`` keeps the host's network namespace.
+    """
+
+    def __init__(
+        self,
+        cwd: Path,
+        env: Mapping[str, str],
+        *,
+        timeout_s: float,
+        output_cap: int,
+        sandbox: Sandbox | None = None,
+        home: Path | None = None,
+        tmp: Path | None = None,
+        network: bool = False,
+    ) -> None:
         self.cwd = cwd
         self.env = dict(env)
         self.timeout_s = timeout_s
         self.output_cap = output_cap
+        self.sandbox = sandbox
+        self.home = home or Path(self.env.get("HOME") or cwd.parent / "home")
+        self.tmp = tmp or self.home.parent / "tmp"
+        self.etc = self.home.parent / "etc"
+        self.network = network
+        self._etc_ready = False
 
     async def run(self, tool_input: Mapping[str, Any]) -> ToolOutput:
         if tool_input.get("restart"):
@@ -109,13 +145,44 @@ class BashTool:
             return ToolOutput(text="Error: the bash tool needs a non-empty 'command' string.", is_error=True)
         return await self.execute(command)
 
+    def _prepare(self) -> CommandCgroup | None:
+        """HOME and /tmp exist; in the sandbox, its /etc and the command's pids cgroup (blocking I/O)."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        if self.sandbox is None:
+            return None
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        if not self._etc_ready:
+            etc_snapshot(self.etc)
+            self._etc_ready = True
+        return self.sandbox.open_cgroup()
+
     async def execute(self, command: str) -> ToolOutput:
+        cgroup = await asyncio.to_thread(self._prepare)
+        if self.sandbox is None:
+            argv, env = [BASH, "-c", command], self.env
+        else:
+            argv = self.sandbox.argv(
+                command,
+                workspace=self.cwd,
+                home=self.home,
+                tmp=self.tmp,
+                etc=self.etc,
+                env=self.env,
+                network=self.network,
+                cgroup=cgroup,
+            )
+            env = {"PATH": SYSTEM_PATH}  # for the prelude; bwrap gives the command self.env only
+        try:
+            return await self._run(argv, env, cgroup)
+        finally:
+            if cgroup is not None:
+                await asyncio.shield(asyncio.to_thread(cgroup.remove))
+
+    async def _run(self, argv: list[str], env: Mapping[str, str], cgroup: CommandCgroup | None) -> ToolOutput:
         proc = await asyncio.create_subprocess_exec(
-            "bash",
-            "-c",
-            command,
+            *argv,
             cwd=self.cwd,
-            env=self.env,
+            env=env,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
@@ -123,6 +190,8 @@ class BashTool:
         )
         buffer = _CappedBuffer(self.output_cap)
         timed_out = False
+        limited = asyncio.Event()
+        watch = asyncio.create_task(_watch_pids(proc, cgroup, limited)) if cgroup is not None else None
         try:
             try:
                 async with asyncio.timeout(self.timeout_s):
@@ -130,25 +199,44 @@ class BashTool:
                     await proc.wait()
             except TimeoutError:
                 timed_out = True
-                _kill_group(proc)
+                _kill(proc, cgroup)
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(2.0):
                         await _pump(proc, buffer)
                 await proc.wait()
         finally:
+            if watch is not None:
+                watch.cancel()
             if proc.returncode is None:  # cancelled (task cancel) or an unexpected error
-                _kill_group(proc)
+                _kill(proc, cgroup)
                 with contextlib.suppress(ProcessLookupError):
                     await asyncio.shield(proc.wait())
-        text = buffer.text()
-        if timed_out:
+        if cgroup is not None and cgroup.limit_hits():  # e.g. a fork bomb whose shell had already exited
+            limited.set()
+        return self._result(buffer.text(), proc.returncode, timed_out=timed_out, limited=limited.is_set())
+
+    def _result(self, text: str, code: int | None, *, timed_out: bool, limited: bool) -> ToolOutput:
+        if limited and self.sandbox is not None:
+            limit = self.sandbox.settings.max_procs
             return ToolOutput(
-                text=f"{text}\n[command timed out after {self.timeout_s:g}s; its process group was killed]",
+                text=f"{text}\n[the command hit the process limit of {limit} processes and threads "
+                "(BGAGENT_SANDBOX_MAX_PROCS) and was stopped]".lstrip("\n"),
                 is_error=True,
             )
-        code = proc.returncode
+        if timed_out:
+            return ToolOutput(
+                text=f"{text}\n[command timed out after {self.timeout_s:g}s (BGAGENT_TOOL_TIMEOUT_S); "
+                "it was killed with every process it started]",
+                is_error=True,
+            )
+        limit_hit = explain_limit(code, text, self.sandbox.settings) if self.sandbox else None
         if code != 0:
-            return ToolOutput(text=f"{text}\n[exit code {code}]".lstrip("\n"), is_error=True)
+            note = f"[exit code {code}]"
+            if limit_hit:
+                note = f"[exit code {code}: the command ran into {limit_hit}]"
+            return ToolOutput(text=f"{text}\n{note}".lstrip("\n"), is_error=True)
+        if limit_hit:  # a process of the command was killed by a limit, though the command went on
+            return ToolOutput(text=f"{text}\n[a process of this command ran into {limit_hit}]", is_error=True)
         return ToolOutput(text=text if text else "(no output)")
 
 
@@ -161,9 +249,26 @@ async def _pump(proc: asyncio.subprocess.Process, buffer: _CappedBuffer) -> None
         buffer.feed(chunk)
 
 
-def _kill_group(proc: asyncio.subprocess.Process) -> None:
+async def _watch_pids(
+    proc: asyncio.subprocess.Process, cgroup: CommandCgroup, limited: asyncio.Event
+) -> None:
+    """Stop the command as soon as its pids cgroup refuses a fork (a fork bomb ends in ~0.1 s)."""
+    while proc.returncode is None:
+        await asyncio.sleep(LIMIT_POLL_S)
+        if cgroup.limit_hits():
+            limited.set()
+            _kill(proc, cgroup)
+            return
+
+
+def _kill(proc: asyncio.subprocess.Process, cgroup: CommandCgroup | None) -> None:
+    """SIGKILL the process group; in the sandbox bwrap's death takes its pid namespace along. The
+    cgroup's members are killed too: that also ends a sandbox caught while bwrap was still setting
+    up, whose pid 1 has not yet asked to die with bwrap."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
+    if cgroup is not None:
+        cgroup.kill()
 
 
 class TextEditor:
@@ -185,7 +290,10 @@ class TextEditor:
             raise ToolInputError("'path' must be a non-empty string")
         path = Path(raw)
         candidate = path if path.is_absolute() else self.root / path
-        resolved = candidate.resolve()
+        try:
+            resolved = candidate.resolve()
+        except RuntimeError:  # a symlink loop (Python 3.11 raises RuntimeError for it)
+            raise ToolInputError(f"{raw} is a symlink loop") from None
         if resolved != self.root and not resolved.is_relative_to(self.root):
             raise ToolInputError(
                 f"{raw} is outside the workspace {self.root}; only paths inside it are allowed"
@@ -195,6 +303,11 @@ class TextEditor:
     def _dispatch(self, tool_input: Mapping[str, Any]) -> str:
         command = tool_input.get("command")
         path = self.resolve(tool_input.get("path"))
+        git_dir = self.root / ".git"
+        if command in _WRITES and (path == git_dir or path.is_relative_to(git_dir)):
+            raise ToolInputError(
+                f"{self._rel(path)} is inside .git, which the agent may not change (the platform commits)"
+            )
         if command == "view":
             return self._view(path, tool_input.get("view_range"))
         if command == "create":

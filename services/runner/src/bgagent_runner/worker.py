@@ -67,7 +67,7 @@ class Runner:
 
     async def run(self) -> None:
         s = self.settings
-        nc = self._nc or await connect(s.nats.url, name=f"bgagent-runner {s.runner_id}")
+        nc = self._nc or await connect(s.nats.url, name=f"bgagent-runner {s.runner_id}", auth=s.nats.auth)
         self._nc = nc
         forge = self._forge or GitHubForge(s.github_api_url, s.github_token)
         client = self._client
@@ -220,7 +220,8 @@ class Runner:
             return "term"
         if state.terminal:
             return "ack"
-        problem = submission_problem(log, self.settings.local_repo_roots)
+        sandbox = self.settings.sandbox
+        problem = submission_problem(log, self.settings.local_repo_roots, allow_network=sandbox.allow_network)
         if problem is not None:
             try:
                 await fail_invalid(store, log, problem)
@@ -229,7 +230,9 @@ class Runner:
             return "ack"
         try:
             traceparent = (msg.headers or {}).get("traceparent")
-            session = await claim(store, log, self.runner_id, now=utcnow(), traceparent=traceparent)
+            session = await claim(
+                store, log, self.runner_id, now=utcnow(), traceparent=traceparent, sandbox=sandbox.mode
+            )
         except ClaimLost as lost:
             if lost.state is None or lost.state.terminal:
                 return "ack"
