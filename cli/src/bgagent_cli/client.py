@@ -18,6 +18,15 @@ _HINTS = {
 }
 
 
+def error_from(response: httpx.Response, body: Any) -> ApiCallError:
+    """The error envelope of a 4xx/5xx answer (``body``: its parsed JSON, or None) as an ApiCallError."""
+    err = body.get("error", {}) if isinstance(body, dict) else {}
+    err = err if isinstance(err, dict) else {}
+    code = str(err.get("code") or f"HTTP_{response.status_code}")
+    message = str(err.get("message") or response.text[:200])
+    return ApiCallError(response.status_code, code, message, err.get("request_id"), _HINTS.get(code))
+
+
 class Api:
     """Thin client; one httpx.Client for the process."""
 
@@ -63,10 +72,7 @@ class Api:
         except ValueError:
             body = None
         if response.status_code >= 400:
-            err = body.get("error", {}) if isinstance(body, dict) else {}
-            code = str(err.get("code") or f"HTTP_{response.status_code}")
-            message = str(err.get("message") or response.text[:200])
-            raise ApiCallError(response.status_code, code, message, err.get("request_id"), _HINTS.get(code))
+            raise error_from(response, body)
         return body
 
     def write(self, path: str, body: dict[str, Any], headers: dict[str, str] | None = None) -> Any:

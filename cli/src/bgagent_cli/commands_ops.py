@@ -1,4 +1,4 @@
-"""Operator commands: ``admin init|rebuild|poison``, ``dev up|down|status|logs``, ``demo``."""
+"""Operator commands: ``admin init|rebuild|poison|token``, ``dev up|down|status|logs``, ``demo``."""
 
 from __future__ import annotations
 
@@ -8,12 +8,21 @@ import os
 import re
 import shutil
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import typer
 
-from bgagent_eventstore import NatsSettings, StoreError, connect, list_poison, provision
+from bgagent_eventstore import (
+    NatsSettings,
+    StoreError,
+    TokenNotFoundError,
+    TokenStore,
+    connect,
+    list_poison,
+    provision,
+)
 from bgagent_eventstore.nats_auth import ADMIN, SERVICE_USERS, USERS, write_auth_dir
 from bgagent_eventstore.settings import check_url
 from bgagent_testing.servers import (
@@ -32,6 +41,8 @@ from .main import Output, OutputOpt, _run, _setup, admin_app, app, dev_app
 from .render import Printer, printable
 from .stack import Stack, StackSpec, home_database_name, public_client
 from .watch import watch as watch_task
+
+T = TypeVar("T")
 
 
 def _nats_settings(config: CliConfig) -> NatsSettings:
@@ -71,6 +82,113 @@ def admin_init(output: OutputOpt = Output.text) -> None:
         ):
             for name in names:
                 printer.line(f"{verb:<8} {name}")
+
+    _run(printer, lambda: asyncio.run(go()))
+
+
+token_app = typer.Typer(
+    help="Managed API tokens: create (shown once), list, revoke (effective within a second).",
+    no_args_is_help=True,
+)
+admin_app.add_typer(token_app, name="token")
+
+
+async def _token_store(config: CliConfig) -> tuple[TokenStore, Callable[[], Awaitable[None]]]:
+    """The tokens bucket as the ``admin`` NATS user (the only user that may write it), and its closer."""
+    settings = _nats_settings(config)
+    try:
+        nc = await connect(settings.url, name="bgagent-admin", auth=settings.auth)
+    except StoreError as exc:
+        raise CliError(str(exc), hint="check NATS_URL") from exc
+    return TokenStore(nc.jetstream(), settings.prefix), nc.close
+
+
+async def _with_tokens(config: CliConfig, fn: Callable[[TokenStore], Awaitable[T]]) -> T:
+    store, close = await _token_store(config)
+    try:
+        return await fn(store)
+    except TokenNotFoundError as exc:
+        raise CliError(str(exc), hint="'bgagent admin token list' shows the ids", exit_code=1) from exc
+    except StoreError as exc:
+        raise CliError(str(exc), hint="run 'bgagent admin init' if the tokens bucket is missing") from exc
+    finally:
+        await close()
+
+
+def _when(value: object) -> str:
+    return str(value)[:19].replace("T", " ") if value else "-"
+
+
+@token_app.command("create")
+def admin_token_create(
+    user: Annotated[str, typer.Option("--user", help="The user the token acts as.")],
+    admin: Annotated[
+        bool, typer.Option("--admin", help="An admin token: sees and acts on every task.")
+    ] = False,
+    name: Annotated[str, typer.Option("--name", help="What the token is for (shown by list).")] = "",
+    output: OutputOpt = Output.text,
+) -> None:
+    """Issue a new API token; it is printed once (only its SHA-256 digest is stored)."""
+    config, printer = _setup(output)
+
+    async def go() -> None:
+        try:
+            token, record = await _with_tokens(config, lambda s: s.create(user, admin=admin, name=name))
+        except ValueError as exc:
+            raise CliError(str(exc)) from exc
+        if printer.json:
+            printer.obj({"token": token, **record.public()})
+            return
+        printer.line(f"{'token':<8}{token}")
+        printer.line(f"{'id':<8}{record.token_id}")
+        printer.line(f"{'user':<8}{printable(record.user_id)}{' (admin)' if record.admin else ''}")
+        printer.note("the token is shown only now: store it (e.g. BGAGENT_TOKEN); it works within a second")
+        printer.note(f"revoke it with: bgagent admin token revoke {record.token_id}")
+
+    _run(printer, lambda: asyncio.run(go()))
+
+
+@token_app.command("list")
+def admin_token_list(output: OutputOpt = Output.text) -> None:
+    """Every managed token: id, user, admin, name, created, revoked (never a token or its digest)."""
+    config, printer = _setup(output)
+
+    async def go() -> None:
+        records = await _with_tokens(config, lambda s: s.list())
+        if not printer.json:
+            printer.line(f"{'ID':<14}{'USER':<16}{'ADMIN':<7}{'CREATED':<21}{'REVOKED':<21}NAME")
+        for record in records:
+            row = record.public()
+            if printer.json:
+                printer.obj(row)
+                continue
+            printer.line(
+                f"{record.token_id:<14}{printable(record.user_id)[:15]:<16}"
+                f"{'yes' if record.admin else 'no':<7}{_when(row['created_at']):<21}"
+                f"{_when(row['revoked_at']):<21}{printable(record.name)}"
+            )
+        if not records and not printer.json:
+            printer.note("no managed tokens (create one with 'bgagent admin token create --user U')")
+
+    _run(printer, lambda: asyncio.run(go()))
+
+
+@token_app.command("revoke")
+def admin_token_revoke(
+    token_id: Annotated[str, typer.Argument(metavar="ID", help="The token's id (from create or list).")],
+    output: OutputOpt = Output.text,
+) -> None:
+    """Revoke a managed token: admission and query refuse it within a second (idempotent)."""
+    config, printer = _setup(output)
+
+    async def go() -> None:
+        record = await _with_tokens(config, lambda s: s.revoke(token_id))
+        if printer.json:
+            printer.obj(record.public())
+        else:
+            printer.line(
+                f"revoked {record.token_id} (user {printable(record.user_id)}, at {_when(record.revoked_at)})"
+            )
 
     _run(printer, lambda: asyncio.run(go()))
 

@@ -17,6 +17,7 @@ from .client import Api
 from .config import CliConfig, home_dir
 from .errors import ApiCallError, CliError
 from .render import Printer
+from .watch import Transport
 from .watch import watch as watch_task
 
 app = typer.Typer(
@@ -40,6 +41,14 @@ class Output(enum.StrEnum):
 
 
 OutputOpt = Annotated[Output, typer.Option("--output", "-o", help="text, or json (one object per line).")]
+TransportOpt = Annotated[
+    Transport,
+    typer.Option(
+        help="How watch reads events: sse (query's event stream, with the API token), nats (NATS "
+        "credentials), or auto: sse when a query URL and a token are known and neither NATS_URL nor "
+        "NATS credentials are set, nats otherwise."
+    ),
+]
 T = TypeVar("T")
 
 
@@ -115,6 +124,7 @@ def submit(
         str | None, typer.Option(help="Same key → same task, never a second one.")
     ] = None,
     watch: Annotated[bool, typer.Option("--watch", "-w", help="Then watch it until it ends.")] = False,
+    transport: TransportOpt = Transport.auto,
     output: OutputOpt = Output.text,
 ) -> None:
     """Submit a task (and with --watch follow it; exit 0 only when it completes)."""
@@ -149,7 +159,10 @@ def submit(
         else:
             printer.note(f"submitted {data['task_id']}; watching (Ctrl-C stops watching, not the task)")
         if watch:
-            return asyncio.run(watch_task(config, data["task_id"], printer))
+            min_seq = int(created.get("meta", {}).get("seq") or 0)
+            return asyncio.run(
+                watch_task(config, data["task_id"], printer, transport=transport, min_seq=min_seq)
+            )
         return 0
 
     raise typer.Exit(_run(printer, body))
@@ -159,21 +172,28 @@ def submit(
 def run_cmd(
     repo: Annotated[str, typer.Option(help="owner/name, or a local path (./x, ~/x, /x) / file:// URL.")],
     task: Annotated[str, typer.Option("--task", "-t", help="What to do.")],
+    transport: TransportOpt = Transport.auto,
     output: OutputOpt = Output.text,
 ) -> None:
     """Submit a task and watch it (shorthand for submit --watch)."""
-    submit(repo=repo, task=task, watch=True, output=output)
+    submit(repo=repo, task=task, watch=True, transport=transport, output=output)
 
 
 @app.command()
 def watch(
     task_id: str,
-    after: Annotated[int, typer.Option(help="Only events after this seq (the cursor).")] = 0,
+    after: Annotated[int, typer.Option(min=0, help="Only events after this seq (the cursor).")] = 0,
+    transport: TransportOpt = Transport.auto,
     output: OutputOpt = Output.text,
 ) -> None:
-    """Follow a task's events live from NATS; exit 0 on COMPLETED, 1 on other endings, 130 on Ctrl-C."""
+    """Follow a task's events live; exit 0 on COMPLETED, 1 on other endings, 130 on Ctrl-C."""
     config, printer = _setup(output)
-    raise typer.Exit(_run(printer, lambda: asyncio.run(watch_task(config, task_id, printer, after=after))))
+    raise typer.Exit(
+        _run(
+            printer,
+            lambda: asyncio.run(watch_task(config, task_id, printer, after=after, transport=transport)),
+        )
+    )
 
 
 @app.command()

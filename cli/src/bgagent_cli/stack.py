@@ -25,7 +25,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
 
-from bgagent_eventstore import NatsSettings, connect, provision
+from bgagent_contracts.auth import new_token
+from bgagent_eventstore import NatsSettings, TokenStore, connect, provision
 from bgagent_eventstore.nats_auth import ADMIN, auth_for, password_path, write_auth_dir
 from bgagent_testing.servers import NatsServer, ensure_database, free_port
 
@@ -35,6 +36,8 @@ from .errors import CliError
 logger = logging.getLogger(__name__)
 
 SERVICES = ("query", "admission", "runner", "fanout")
+DEV_TOKEN_NAME = "dev up"
+"""The name of the managed token a stack issues; an older stack's tokens of that name are revoked."""
 
 
 def home_database_name(home: str, prefix: str = "bgagent_dev") -> str:
@@ -56,8 +59,9 @@ class StackSpec(msgspec.Struct, frozen=True, kw_only=True):
     """An existing NATS to use; None starts a nats-server with its store under ``home``."""
     stream: str = "BGAGENT_TASKS"
     prefix: str = "bgagent"
-    token: str = msgspec.field(default_factory=lambda: secrets.token_urlsafe(24))
-    """The API token of ``user`` (random per stack); the CLI finds it in ``<home>/dev/token``."""
+    token: str = msgspec.field(default_factory=new_token)
+    """The API token of ``user`` (new per stack): a managed token, registered in the tokens bucket
+    after provisioning (as ``admin token create`` does); the CLI finds it in ``<home>/dev/token``."""
     user: str = "dev"
     scripted_model: bool = True
     model_script: str | None = None
@@ -253,8 +257,16 @@ class Stack:
         nc = await connect(nats_url, name="bgagent-dev", auth=admin)
         try:
             await provision(nc.jetstream(), settings)
+            await self._issue_token(TokenStore(nc.jetstream(), self.spec.prefix))
         finally:
             await nc.close()
+
+    async def _issue_token(self, tokens: TokenStore) -> None:
+        """Register the stack's token as a managed token of ``user``; revoke an earlier stack's."""
+        for record in await tokens.list():
+            if record.active and record.name == DEV_TOKEN_NAME and record.user_id == self.spec.user:
+                await tokens.revoke(record.token_id)
+        await tokens.create(self.spec.user, name=DEV_TOKEN_NAME, token=self.spec.token)
 
     @property
     def nats_auth_dir(self) -> Path:
@@ -274,7 +286,7 @@ class Stack:
                 "DATABASE_URL": self.spec.database_url,
                 "BGAGENT_STREAM": self.spec.stream,
                 "BGAGENT_PREFIX": self.spec.prefix,
-                "BGAGENT_API_TOKENS": f"{self.spec.token}={self.spec.user}",
+                "BGAGENT_API_TOKENS": "",  # the stack's token is a managed one (tokens bucket)
                 "BGAGENT_WORK_DIR": str(self.dir / "work"),
                 "BGAGENT_LOCAL_REPO_ROOTS": os.pathsep.join(self.spec.local_repo_roots),
                 "BGAGENT_LOG_LEVEL": os.environ.get("BGAGENT_LOG_LEVEL", "INFO"),
@@ -353,7 +365,7 @@ class Stack:
             procs=self.state.procs,
             repo_roots=list(self.spec.local_repo_roots),
         )
-        write_token(Path(self.spec.home), self.spec.token)
+        write_token(Path(self.spec.home), self.state.client.get("token") or self.spec.token)
         path = stack_file(Path(self.spec.home))
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         tmp.write_bytes(msgspec.json.format(msgspec.json.encode(record)))

@@ -366,3 +366,21 @@ def test_a_megabyte_of_adversarial_input_is_redacted_without_error(text: str) ->
     out = redact(text)
     assert isinstance(out, str)
     assert redact(out) == out, "redaction is idempotent"
+
+
+def test_bgagent_managed_tokens_are_redacted_wherever_they_appear() -> None:
+    from bgagent_contracts.auth import new_token
+
+    token = new_token(bytes(range(32)))
+    for text in (
+        f"export BGAGENT_TOKEN_X_{token}",  # glued to an identifier
+        f"the token is {token}, keep it",
+        f'{{"token": "{token}"}}',
+        f"curl -H 'X-Other: {token}'",
+    ):
+        out = redact(text)
+        assert token not in out, text
+        assert "[REDACTED-BGAGENT_TOKEN]" in out or "[REDACTED-SECRET_VALUE]" in out
+    assert redact(f"see {token} here") == "see [REDACTED-BGAGENT_TOKEN] here"
+    # the word and short ids are not tokens
+    assert redact("bga_ is our prefix; token id 0a1b2c3d4e5f") == "bga_ is our prefix; token id 0a1b2c3d4e5f"

@@ -19,6 +19,7 @@ def test_names_are_built_from_the_prefix() -> None:
     assert subjects.comments_bucket("acme.prod") == "acme_prod_comments"
     assert subjects.idempotency_bucket("acme.prod") == "acme_prod_idempotency"
     assert subjects.traces_bucket("acme.prod") == "acme_prod_traces"
+    assert subjects.tokens_bucket("acme.prod") == "acme_prod_tokens"
 
 
 def test_parse_subject_splits_a_task_subject() -> None:

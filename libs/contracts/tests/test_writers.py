@@ -84,11 +84,15 @@ def test_readers_write_no_event_and_each_service_keeps_to_its_own_state() -> Non
     assert all(Bucket.POISON not in a.kv for a in ACCESS.values())
     # the only live (core NATS) subscription: the runner's cancel watch
     assert {r: set(a.listens) for r, a in ACCESS.items() if a.listens} == {Role.RUNNER: {"cancel_requested"}}
+    # the managed API tokens: the HTTP services read and watch them; no service writes them (admin does)
+    assert {r for r, a in ACCESS.items() if Bucket.TOKENS in a.kv_reads} == {Role.ADMISSION, Role.QUERY}
+    assert all(Bucket.TOKENS not in a.kv | a.kv_own_keys for a in ACCESS.values())
 
 
 def test_names_follow_the_prefix() -> None:
     assert Bucket.POISON.bucket_name("acme.prod") == "acme_prod_poison"
     assert Bucket.TRACES.bucket_name("bgagent") == "bgagent_traces"
+    assert Bucket.TOKENS.bucket_name("acme.prod") == "acme_prod_tokens"
     assert Durable.RUNNER.consumer_name("acme.prod") == "acme_prod_runner"
     assert Durable.FANOUT.consumer_name("bgagent") == "bgagent_fanout"
 

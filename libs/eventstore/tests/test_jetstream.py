@@ -24,6 +24,7 @@ from bgagent_contracts.subjects import (
     runner_consumer,
     task_filter,
     task_subject,
+    tokens_bucket,
     traces_bucket,
 )
 from bgagent_eventstore import (
@@ -68,6 +69,7 @@ async def test_provision_is_idempotent(nc: Client, provisioned: NatsSettings) ->
             f"kv {comments_bucket(s.prefix)}",
             f"kv {idempotency_bucket(s.prefix)}",
             f"kv {poison_bucket(s.prefix)}",
+            f"kv {tokens_bucket(s.prefix)}",
             f"object store {traces_bucket(s.prefix)}",
         ]
     )
@@ -98,6 +100,8 @@ async def test_provisioned_assets_match_the_design(nc: Client, provisioned: Nats
     await js.key_value(comments_bucket(s.prefix))
     await js.key_value(idempotency_bucket(s.prefix))
     await js.object_store(traces_bucket(s.prefix))
+    tokens = await (await js.key_value(tokens_bucket(s.prefix))).status()
+    assert tokens.history == 5  # a token's creation and revocation are both kept
 
 
 async def test_provision_updates_a_drifted_stream(nc: Client, provisioned: NatsSettings) -> None:

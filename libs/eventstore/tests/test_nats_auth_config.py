@@ -184,3 +184,23 @@ async def test_a_creds_file_without_the_nkeys_package_fails_with_what_to_install
         pytest.skip("nkeys is installed here")
     with pytest.raises(NatsAuthError, match=r"nats-py\[nkeys\]"):
         await connect("nats://127.0.0.1:1", name="pytest", auth=NatsAuth(creds_file="/etc/x.creds"))
+
+
+def test_admission_and_query_may_read_and_watch_the_tokens_bucket_but_never_write_it() -> None:
+    for user in ("admission", "query"):
+        assert may_publish(user, "$JS.API.STREAM.INFO.KV_p_tokens")
+        assert may_publish(user, "$JS.API.DIRECT.GET.KV_p_tokens.$KV.p_tokens.0a1b2c3d4e5f")
+        assert may_publish(user, "$JS.API.CONSUMER.CREATE.KV_p_tokens")  # kv.watchall(): unnamed, ordered
+        assert may_publish(user, "$JS.API.CONSUMER.INFO.KV_p_tokens.abc")
+        assert may_publish(user, "$JS.FC.KV_p_tokens.x.y")
+        for write in (
+            "$KV.p_tokens.0a1b2c3d4e5f",
+            "$JS.API.STREAM.PURGE.KV_p_tokens",
+            "$JS.API.STREAM.DELETE.KV_p_tokens",
+            "$JS.API.STREAM.MSG.DELETE.KV_p_tokens",
+        ):
+            assert not may_publish(user, write), (user, write)
+    for user in ("runner", "fanout", OPERATOR):
+        assert not may_publish(user, "$JS.API.DIRECT.GET.KV_p_tokens.$KV.p_tokens.0a1b2c3d4e5f"), user
+        assert not may_publish(user, "$KV.p_tokens.0a1b2c3d4e5f"), user
+    assert may_publish(ADMIN, "$KV.p_tokens.0a1b2c3d4e5f")

@@ -59,7 +59,7 @@ def test_the_old_boolean_is_refused_with_a_pointer_to_the_roots() -> None:
 @pytest.mark.parametrize(
     ("env", "names"),
     [
-        ({}, "BGAGENT_API_TOKENS"),
+        ({"BGAGENT_MANAGED_TOKENS": "false"}, "BGAGENT_API_TOKENS"),
         ({"BGAGENT_API_TOKENS": "broken"}, "BGAGENT_API_TOKENS"),
         ({"BGAGENT_API_TOKENS": "a=b", "BGAGENT_ADMISSION_PORT": "http"}, "BGAGENT_ADMISSION_PORT"),
         ({"BGAGENT_API_TOKENS": "a=b", "BGAGENT_ALLOW_LOCAL_REPOS": "maybe"}, "BGAGENT_ALLOW_LOCAL_REPOS"),

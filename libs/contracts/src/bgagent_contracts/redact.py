@@ -5,8 +5,8 @@ Every rule replaces what it finds with ``[REDACTED-<KIND>]``. Rules run in a fix
 1. exact values given by the caller (``extra_secrets``: the runner's GitHub token and model key);
 2. PEM private key blocks, to the END line or, when cut, to the end of the text;
 3. provider token shapes (GitHub, Anthropic, OpenAI, Slack, npm, GitLab, Stripe, Google, Hugging Face,
-   PyPI, SendGrid, Docker Hub, DigitalOcean), JWTs, and AWS access key ids with a 40-character
-   secret access key next to them;
+   PyPI, SendGrid, Docker Hub, DigitalOcean, bgagent's own ``bga_`` API tokens), JWTs, and AWS
+   access key ids with a 40-character secret access key next to them;
 4. credential contexts, whatever the secret looks like: ``Authorization:`` headers of any scheme,
    ``Bearer``/``Basic`` credentials, ``curl -u user:pass`` and ``--password x`` flags, URL userinfo
    (all of it, up to the last ``@`` before the host), and ``*_TOKEN`` / ``*_KEY`` / ``*_SECRET`` /
@@ -84,6 +84,8 @@ _TOKENS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("SENDGRID_KEY", re.compile(rf"SG\.[{_A}_-]{{22}}\.[{_A}_-]{{43}}")),
     ("DOCKER_TOKEN", re.compile(rf"dckr_pat_[{_A}_-]{{20,}}+")),
     ("DIGITALOCEAN_TOKEN", re.compile(r"do[opr]_v1_[a-f0-9]{64}")),
+    # bgagent's own managed API tokens (``bgagent_contracts.auth.new_token``): bga_ + 49 characters.
+    ("BGAGENT_TOKEN", re.compile(rf"bga_[{_A}_-]{{40,}}+")),
     # Three (JWS) to five (JWE) base64url segments; the header is JSON, so it starts with "eyJ".
     ("JWT", re.compile(rf"eyJ(?<![{_A}_-]eyJ)[{_A}_-]++\.[{_A}_-]++(?:\.[{_A}_-]*+){{1,3}}")),
 )

@@ -86,3 +86,8 @@ def traces_bucket(prefix: str = DEFAULT_PREFIX) -> str:
 def poison_bucket(prefix: str = DEFAULT_PREFIX) -> str:
     """KV bucket: ``<reader>.<seq>`` → why a reader skipped a message (fanout, runner)."""
     return f"{prefix.replace('.', '_')}_poison"
+
+
+def tokens_bucket(prefix: str = DEFAULT_PREFIX) -> str:
+    """KV bucket: token id → managed API token record (SHA-256 digest, user, admin, revoked_at)."""
+    return f"{prefix.replace('.', '_')}_tokens"

@@ -18,6 +18,7 @@ from .subjects import (
     idempotency_bucket,
     poison_bucket,
     runner_consumer,
+    tokens_bucket,
     traces_bucket,
 )
 
@@ -38,6 +39,7 @@ class Bucket(enum.StrEnum):
     COMMENTS = "comments"
     POISON = "poison"
     TRACES = "traces"
+    TOKENS = "tokens"
 
     def bucket_name(self, prefix: str) -> str:
         return _BUCKET_NAMES[self](prefix)
@@ -48,6 +50,7 @@ _BUCKET_NAMES = {
     Bucket.COMMENTS: comments_bucket,
     Bucket.POISON: poison_bucket,
     Bucket.TRACES: traces_bucket,
+    Bucket.TOKENS: tokens_bucket,
 }
 
 
@@ -109,6 +112,8 @@ class Access:
     """Whether it replays and tails the stream with ordered (ephemeral) consumers."""
     kv: frozenset[Bucket] = field(default_factory=frozenset)
     """KV buckets it reads and writes, every key."""
+    kv_reads: frozenset[Bucket] = field(default_factory=frozenset)
+    """KV buckets it reads and watches, never writes (the managed API tokens; ``admin`` writes them)."""
     kv_own_keys: frozenset[Bucket] = field(default_factory=frozenset)
     """KV buckets it writes only under its own key prefix ``<role>.`` (the poison records)."""
     object_stores: frozenset[Bucket] = field(default_factory=frozenset)
@@ -117,7 +122,11 @@ class Access:
 
 ACCESS: Mapping[Role, Access] = MappingProxyType(
     {
-        Role.ADMISSION: Access(appends=ADMISSION_WRITES, kv=frozenset({Bucket.IDEMPOTENCY})),
+        Role.ADMISSION: Access(
+            appends=ADMISSION_WRITES,
+            kv=frozenset({Bucket.IDEMPOTENCY}),
+            kv_reads=frozenset({Bucket.TOKENS}),
+        ),
         Role.RUNNER: Access(
             appends=RUNNER_WRITES,
             listens=frozenset({"cancel_requested"}),
@@ -125,7 +134,7 @@ ACCESS: Mapping[Role, Access] = MappingProxyType(
             kv_own_keys=frozenset({Bucket.POISON}),
             object_stores=frozenset({Bucket.TRACES}),
         ),
-        Role.QUERY: Access(follows=True),
+        Role.QUERY: Access(follows=True, kv_reads=frozenset({Bucket.TOKENS})),
         Role.FANOUT: Access(
             durable=Durable.FANOUT,
             kv=frozenset({Bucket.COMMENTS}),

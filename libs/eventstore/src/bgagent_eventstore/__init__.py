@@ -15,6 +15,7 @@ from .provision import ProvisionReport, provision
 from .settings import NatsAuth, NatsSettings, env_flag
 from .store import EventStore, JetStreamEventStore, TaskLog, new_traceparent, read_direct
 from .tail import Delivered, follow
+from .tokens import TokenBucketMissingError, TokenNotFoundError, TokenStore, TokenWatcher, watch_tokens
 
 __all__ = [
     "ConcurrencyError",
@@ -32,6 +33,10 @@ __all__ = [
     "StoreUnavailableError",
     "TaskExistsError",
     "TaskLog",
+    "TokenBucketMissingError",
+    "TokenNotFoundError",
+    "TokenStore",
+    "TokenWatcher",
     "connect",
     "env_flag",
     "follow",
@@ -40,4 +45,5 @@ __all__ = [
     "provision",
     "read_direct",
     "record_poison",
+    "watch_tokens",
 ]

@@ -2,9 +2,10 @@
 
 One user per service (``admission``, ``runner``, ``query``, ``fanout``; rights from
 ``bgagent_contracts.writers.ACCESS``), a read-only ``operator`` (``bgagent watch``, ``nats stream
-view``) and ``admin`` (``bgagent admin init|rebuild|poison``, break-glass). A service may publish
-only the task subjects of the event types it writes and only the JetStream API calls it makes;
-nobody connects without a password (``no_auth_user`` is never set).
+view``) and ``admin`` (``bgagent admin init|rebuild|poison|token``, break-glass; the only writer
+of the managed API tokens). A service may publish only the task subjects of the event types it
+writes and only the JetStream API calls it makes; nobody connects without a password
+(``no_auth_user`` is never set).
 
 ``write_auth_dir`` keeps everything in one folder, each file 0600 in a 0700 folder:
 ``nats-auth.conf`` (the ``authorization`` block with bcrypt hashes, for nats-server ``-c`` or
@@ -107,6 +108,22 @@ def _kv(bucket: str, key_prefix: str | None = None) -> list[str]:
     ]
 
 
+def _kv_read(bucket: str) -> list[str]:
+    """Read and watch a KV bucket, never write it: get, and ordered consumers on the bucket's stream
+    (``kv.watchall()`` creates them unnamed; the KV stream has no durable consumer to protect)."""
+    stream = f"KV_{bucket}"
+    return [
+        f"$JS.API.STREAM.INFO.{stream}",
+        f"$JS.API.DIRECT.GET.{stream}.>",
+        f"$JS.API.STREAM.MSG.GET.{stream}",
+        f"$JS.API.CONSUMER.CREATE.{stream}",
+        f"$JS.API.CONSUMER.CREATE.{stream}.>",
+        f"$JS.API.CONSUMER.INFO.{stream}.*",
+        f"$JS.API.CONSUMER.DELETE.{stream}.*",
+        f"$JS.FC.{stream}.>",
+    ]
+
+
 def _object_store(bucket: str) -> list[str]:
     """Put objects in an object store (a replaced object's old chunks are purged)."""
     return [
@@ -132,6 +149,8 @@ def service_permissions(role: Role, *, stream: str, prefix: str) -> Permissions:
         publish += _ordered(stream)
     for bucket in sorted(a.kv):
         publish += _kv(bucket.bucket_name(prefix))
+    for bucket in sorted(a.kv_reads):
+        publish += _kv_read(bucket.bucket_name(prefix))
     for bucket in sorted(a.kv_own_keys):
         publish += _kv(bucket.bucket_name(prefix), key_prefix=role.value)
     for bucket in sorted(a.object_stores):

@@ -27,6 +27,7 @@ from bgagent_contracts.subjects import (
     idempotency_bucket,
     poison_bucket,
     runner_consumer,
+    tokens_bucket,
     traces_bucket,
 )
 
@@ -38,6 +39,8 @@ logger = logging.getLogger(__name__)
 DUPLICATE_WINDOW_S = 120.0
 RUNNER_ACK_WAIT_S = 30.0
 RUNNER_MAX_DELIVER = 5
+TOKENS_HISTORY = 5
+"""Revisions kept per managed API token (creation, revocation): who had it, and since when."""
 
 
 class ProvisionReport(msgspec.Struct, kw_only=True):
@@ -135,13 +138,17 @@ async def provision(js: JetStreamContext, s: NatsSettings) -> ProvisionReport:
             else:
                 report.unchanged.append(f"consumer {name}")
 
-    for bucket in (comments_bucket(s.prefix), idempotency_bucket(s.prefix)):
+    for bucket, history in (
+        (comments_bucket(s.prefix), 1),
+        (idempotency_bucket(s.prefix), 1),
+        (tokens_bucket(s.prefix), TOKENS_HISTORY),
+    ):
         try:
             await js.key_value(bucket)
             report.unchanged.append(f"kv {bucket}")
         except nats.js.errors.BucketNotFoundError:
             await js.create_key_value(
-                KeyValueConfig(bucket=bucket, history=1, storage=StorageType.FILE, replicas=s.replicas)
+                KeyValueConfig(bucket=bucket, history=history, storage=StorageType.FILE, replicas=s.replicas)
             )
             report.created.append(f"kv {bucket}")
 

@@ -14,8 +14,17 @@ import nats.js.errors
 import uvicorn
 from nats.aio.client import Client
 
+from bgagent_contracts.auth import TokenIndex
 from bgagent_contracts.subjects import idempotency_bucket
-from bgagent_eventstore import JetStreamEventStore, StoreError, connect, provision
+from bgagent_eventstore import (
+    JetStreamEventStore,
+    StoreError,
+    TokenBucketMissingError,
+    TokenWatcher,
+    connect,
+    provision,
+    watch_tokens,
+)
 from bgagent_web import uvicorn_options
 
 from .api import create_app
@@ -50,18 +59,35 @@ async def _bucket(nc: Client, settings: Settings) -> KvIdempotencyStore:
     return KvIdempotencyStore(kv)
 
 
+async def _tokens(nc: Client, settings: Settings) -> tuple[TokenIndex, TokenWatcher | None]:
+    """The static tokens, and (unless BGAGENT_MANAGED_TOKENS=false) the managed ones, kept current."""
+    index = TokenIndex(settings.tokens)
+    if not settings.managed_tokens:
+        return index, None
+    try:
+        watcher = await watch_tokens(nc.jetstream(), settings.nats.prefix, index)
+    except TokenBucketMissingError as exc:
+        raise SystemExit(
+            f"admission: {exc} (or set BGAGENT_AUTO_PROVISION=true, or BGAGENT_MANAGED_TOKENS=false)"
+        ) from exc
+    logger.info("API tokens: %d static, %d managed", index.static_count, index.managed_count)
+    return index, watcher
+
+
 async def run(settings: Settings) -> None:
     nc = await connect(settings.nats.url, name="bgagent-admission", auth=settings.nats.auth)
+    watcher: TokenWatcher | None = None
     try:
         store = JetStreamEventStore(nc, stream=settings.nats.stream, prefix=settings.nats.prefix)
         admission = Admission(store, await _bucket(nc, settings), prefix=settings.nats.prefix)
+        tokens, watcher = await _tokens(nc, settings)
 
         async def ready() -> bool:
             return bool(nc.is_connected)
 
         app = create_app(
             admission,
-            tokens=settings.tokens,
+            tokens=tokens,
             ready=ready,
             local_roots=settings.local_repo_roots,
             allow_task_network=settings.allow_task_network,
@@ -86,6 +112,8 @@ async def run(settings: Settings) -> None:
                 await asyncio.to_thread(Path(settings.ready_file).write_text, "ready\n")
         await serving
     finally:
+        if watcher is not None:
+            await watcher.close()
         with contextlib.suppress(Exception):
             await nc.drain()
         logger.info("admission stopped")

@@ -71,6 +71,9 @@ def local_repo_roots(env: Mapping[str, str], name: str = "BGAGENT_LOCAL_REPO_ROO
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
     nats: NatsSettings
     tokens: TokenTable
+    """Static tokens (``BGAGENT_API_TOKENS``), for bootstrap and tests; merged with the managed ones."""
+    managed_tokens: bool = True
+    """``BGAGENT_MANAGED_TOKENS``: also accept the managed tokens of the tokens bucket (watched live)."""
     host: str = "127.0.0.1"
     port: int = 8080
     local_repo_roots: tuple[str, ...] = ()
@@ -90,9 +93,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             tokens = TokenTable.parse(spec)
         except ValueError as exc:
             raise SettingsError(f"BGAGENT_API_TOKENS: {exc}") from None
-        if not spec.strip():
+        managed = _flag(e, "BGAGENT_MANAGED_TOKENS", True)
+        if not spec.strip() and not managed:
             raise SettingsError(
-                "BGAGENT_API_TOKENS: no tokens configured; set e.g. 'secret=alice,other=bob:admin'"
+                "BGAGENT_API_TOKENS: no tokens configured and BGAGENT_MANAGED_TOKENS is off; "
+                "set e.g. 'secret=alice,other=bob:admin', or use managed tokens (bgagent admin token create)"
             )
         try:
             nats = NatsSettings.from_env(e)
@@ -101,6 +106,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         return cls(
             nats=nats,
             tokens=tokens,
+            managed_tokens=managed,
             host=e.get("BGAGENT_HTTP_HOST", "127.0.0.1") or "127.0.0.1",
             port=_int(e, "BGAGENT_ADMISSION_PORT", 8080, 0, 65535),
             local_repo_roots=local_repo_roots(e),

@@ -15,8 +15,8 @@ import asyncpg
 import nats.errors
 import uvicorn
 
-from bgagent_contracts.auth import TokenTable
-from bgagent_eventstore import connect
+from bgagent_contracts.auth import TokenIndex, TokenTable
+from bgagent_eventstore import StoreError, TokenWatcher, connect, watch_tokens
 from bgagent_web import uvicorn_options
 
 from .api import create_app
@@ -39,8 +39,11 @@ async def run(settings: Settings) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
 
-    tokens = TokenTable.parse(settings.api_tokens)
+    tokens = TokenIndex(TokenTable.parse(settings.api_tokens))  # static + managed (kept current)
     nc = await connect(settings.nats.url, name="bgagent-query", auth=settings.nats.auth)
+    token_watch: TokenWatcher | None = None
+    if settings.managed_tokens:
+        token_watch = await watch_tokens(nc.jetstream(), settings.nats.prefix, tokens)
     pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=settings.pool_max)
     async with pool.acquire() as conn:
         applied = await migrate(conn)
@@ -66,6 +69,10 @@ async def run(settings: Settings) -> int:
         prefix=settings.nats.prefix,
         ready=ready,
         min_seq_wait_s=settings.min_seq_wait_s,
+        nc=nc,
+        stream=settings.nats.stream,
+        sse_ping_s=settings.sse_ping_s,
+        sse_max_streams=settings.sse_max_streams,
     )
     server = uvicorn.Server(
         uvicorn.Config(app, **uvicorn_options(), host=settings.http_host, port=settings.http_port)
@@ -106,6 +113,8 @@ async def run(settings: Settings) -> int:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await watch.close()
+        if token_watch is not None:
+            await token_watch.close()
         await pool.close()
         with contextlib.suppress(nats.errors.Error):
             await nc.drain()
@@ -144,7 +153,10 @@ def main() -> None:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    sys.exit(asyncio.run(run(settings)))
+    try:
+        sys.exit(asyncio.run(run(settings)))
+    except StoreError as exc:  # e.g. no tokens bucket: `bgagent admin init`
+        sys.exit(f"query: {exc}")
 
 
 if __name__ == "__main__":

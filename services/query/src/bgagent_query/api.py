@@ -10,15 +10,19 @@ from typing import Any
 
 import asyncpg
 from litestar import Litestar, Request, Response, get
+from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, FromQuery
+from litestar.response import ServerSentEvent
+from nats.aio.client import Client
 
 from bgagent_contracts import Status
 from bgagent_contracts.auth import Principal, TokenTable
-from bgagent_contracts.subjects import is_task_id
+from bgagent_contracts.subjects import DEFAULT_STREAM, is_task_id
 from bgagent_contracts.submission import MAX_REPO_CHARS
 from bgagent_contracts.views import event_view, task_view
 from bgagent_web import (
+    REQUEST_ID_HEADER,
     BadRequest,
     EdgeMiddleware,
     NotFound,
@@ -31,6 +35,7 @@ from bgagent_web import openapi as oa
 
 from . import store
 from .errors import ProjectionLagError
+from .sse import EventStreams
 from .watch import ProjectionWatch
 
 logger = logging.getLogger(__name__)
@@ -294,6 +299,55 @@ def openapi_document() -> oa.JSON:
                 _min_seq_param(),
             ],
         ),
+        oa.Operation(
+            "GET",
+            "/v1/tasks/{task_id}/events/stream",
+            "streamEvents",
+            "A task's events live, as Server-Sent Events",
+            {
+                "200": {
+                    "description": "`text/event-stream`: one message per event (`id:` its seq, `event:` its "
+                    "type, `data:` the event as in `listEvents`), comment lines (`: ping`) while idle; "
+                    "the stream ends after the terminal event",
+                    "headers": {REQUEST_ID_HEADER: {"$ref": "#/components/headers/RequestId"}},
+                    "content": {
+                        "text/event-stream": {
+                            "schema": {"type": "string"},
+                            "example": 'id: 101\r\nevent: task_submitted\r\ndata: {"seq":101,…}\r\n\r\n',
+                        }
+                    },
+                },
+                **oa.errors(
+                    {
+                        400: ["VALIDATION_ERROR"],
+                        404: ["NOT_FOUND"],
+                        **_READ_ERRORS,
+                        503: ["SERVICE_UNAVAILABLE", "PROJECTION_LAG"],
+                    }
+                ),
+            },
+            description="Catches up from the read model, then follows the event stream live with no gap "
+            "and no duplicate. Resume with the `Last-Event-ID` header (what EventSource sends on "
+            "reconnect; it wins over `after`) or `after`. Someone else's task is 404 before any stream "
+            "starts; 503 when the server holds too many open streams.",
+            tags=["tasks"],
+            parameters=[
+                oa.TASK_ID_PARAM,
+                oa.query_param(
+                    "after",
+                    {"type": "integer", "minimum": 0, "maximum": MAX_SEQ, "default": 0},
+                    "Only events with a larger seq.",
+                ),
+                {
+                    "name": "Last-Event-ID",
+                    "in": "header",
+                    "required": False,
+                    "description": "The last seq received: resume after it.",
+                    "schema": {"type": "integer", "minimum": 0, "maximum": MAX_SEQ},
+                },
+                _min_seq_param(),
+            ],
+        ),
         *oa.health_operations(),
     ]
     return oa.document(
@@ -314,8 +368,19 @@ def create_app(
     prefix: str,
     ready: Callable[[], Awaitable[bool]],
     min_seq_wait_s: float = 5.0,
+    nc: Client | None = None,
+    stream: str = DEFAULT_STREAM,
+    sse_ping_s: float = 15.0,
+    sse_max_streams: int = 1000,
 ) -> Litestar:
-    """The query HTTP app; the caller owns the pool, the watch and their lifecycles."""
+    """The query HTTP app; the caller owns the pool, the watch, ``nc`` and their lifecycles.
+
+    ``nc`` (a NATS connection allowed to follow ``stream``) serves the live part of the event
+    streams; without it the stream route answers 503.
+    """
+    streams = EventStreams(
+        pool=pool, nc=nc, stream=stream, prefix=prefix, ping_s=sse_ping_s, max_streams=sse_max_streams
+    )
 
     async def _wait(min_seq: str | None) -> None:
         wanted = _int_param("min_seq", min_seq, default=0, minimum=0)
@@ -388,11 +453,36 @@ def create_app(
             "pagination": {"next_after": next_after, "has_more": page.has_more},
         }
 
+    @get("/v1/tasks/{task_id:str}/events/stream")
+    async def stream_events(
+        request: Request[Any, Any, Any],
+        principal: NamedDependency[Principal],
+        task_id: FromPath[str],
+        after: FromQuery[str | None] = None,
+        min_seq: FromQuery[str | None] = None,
+    ) -> ServerSentEvent:
+        """A task's events after the cursor as Server-Sent Events, live until the terminal one."""
+        tid = _task_id("task_id", task_id)
+        last_event_id = request.headers.get("last-event-id")
+        if last_event_id is not None and last_event_id.strip():
+            cursor = _int_param("Last-Event-ID", last_event_id.strip(), default=0, minimum=0)
+            _int_param("after", after, default=0, minimum=0)
+        else:
+            cursor = _int_param("after", after, default=0, minimum=0)
+        await _wait(min_seq)
+        async with pool.acquire() as conn:
+            found = await store.get_task(conn, tid)
+        if found is None or not principal.may_see(found[0].user_id):
+            raise NotFound(f"task {tid} not found")
+        streams.admit()
+        return streams.response(tid, cursor, terminal=found[0].status.terminal)
+
     return Litestar(
         route_handlers=[
             list_tasks,
             get_task,
             list_events,
+            stream_events,
             *health_handlers(ready),
             *oa.schema_handlers(openapi_document()),
         ],
@@ -400,4 +490,5 @@ def create_app(
         exception_handlers={Exception: _on_error},
         middleware=[EdgeMiddleware],
         openapi_config=None,
+        state=State({"event_streams": streams}),
     )

@@ -16,7 +16,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     nats: NatsSettings
     database_url: str = DEFAULT_DATABASE_URL
     api_tokens: str = ""
-    """``tok=user,tok2=bob:admin`` (parsed into a TokenTable in ``main()``)."""
+    """``tok=user,tok2=bob:admin``: static tokens for bootstrap and tests (parsed in ``main()``), merged
+    with the managed tokens of the tokens bucket."""
+    managed_tokens: bool = True
+    """``BGAGENT_MANAGED_TOKENS``: also accept the managed tokens of the tokens bucket (watched live)."""
     http_host: str = "127.0.0.1"
     http_port: int = 8081
     projector_name: str = "tasks"
@@ -25,6 +28,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     batch_quiet_s: float = 0.01
     min_seq_wait_s: float = 5.0
     pool_max: int = 10
+    sse_ping_s: float = 15.0
+    """Seconds between ``: ping`` comment lines on an idle event stream."""
+    sse_max_streams: int = 1000
+    """Open event streams per process; beyond it the stream route answers 503."""
     ready_file: str | None = None
     log_level: str = "INFO"
 
@@ -35,6 +42,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             nats=NatsSettings.from_env(e),
             database_url=e.get("DATABASE_URL", DEFAULT_DATABASE_URL),
             api_tokens=e.get("BGAGENT_API_TOKENS", ""),
+            managed_tokens=env_flag(e, "BGAGENT_MANAGED_TOKENS", True),
             http_host=e.get("BGAGENT_HTTP_HOST", "127.0.0.1"),
             http_port=int(e.get("BGAGENT_QUERY_PORT", "8081")),
             projector_name=e.get("BGAGENT_PROJECTOR_NAME", "tasks"),
@@ -43,6 +51,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             batch_quiet_s=float(e.get("BGAGENT_PROJECTOR_BATCH_QUIET_S", "0.01")),
             min_seq_wait_s=float(e.get("BGAGENT_QUERY_MIN_SEQ_WAIT_S", "5.0")),
             pool_max=int(e.get("BGAGENT_QUERY_PG_POOL_MAX", "10")),
+            sse_ping_s=float(e.get("BGAGENT_QUERY_SSE_PING_S", "15")),
+            sse_max_streams=int(e.get("BGAGENT_QUERY_SSE_MAX_STREAMS", "1000")),
             ready_file=e.get("BGAGENT_READY_FILE") or None,
             log_level=e.get("BGAGENT_LOG_LEVEL", "INFO").upper(),
         )
