@@ -12,7 +12,7 @@ from .errors import (
 from .memory import MemoryEventStore
 from .poison import PoisonRecord, list_poison, record_poison
 from .provision import ProvisionReport, provision
-from .settings import NatsAuth, NatsSettings, env_flag
+from .settings import NatsAuth, NatsSettings, env_flag, local_repo_roots
 from .store import EventStore, JetStreamEventStore, TaskLog, new_traceparent, read_direct
 from .tail import Delivered, follow
 from .tokens import TokenBucketMissingError, TokenNotFoundError, TokenStore, TokenWatcher, watch_tokens
@@ -41,6 +41,7 @@ __all__ = [
     "env_flag",
     "follow",
     "list_poison",
+    "local_repo_roots",
     "new_traceparent",
     "provision",
     "read_direct",

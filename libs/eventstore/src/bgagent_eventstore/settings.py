@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import posixpath
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
@@ -98,6 +99,40 @@ def check_url(url: str) -> str:
                 "NATS_URL must not carry credentials: set NATS_USER and NATS_PASSWORD_FILE instead"
             )
     return url
+
+
+LOCAL_REPO_ROOTS = "BGAGENT_LOCAL_REPO_ROOTS"
+
+
+def local_repo_roots(env: Mapping[str, str]) -> tuple[str, ...]:
+    """``BGAGENT_LOCAL_REPO_ROOTS``: absolute paths separated by ``os.pathsep`` (``:``), like ``PATH``.
+
+    Unset or empty: local repositories are disabled. Roots are normalised (``/a/./b/`` → ``/a/b``)
+    and deduplicated, not looked up on disk (a root may appear later). A relative root, or the
+    boolean this setting replaced, is a ValueError naming the variable. Shared by admission and
+    the runner, which must agree on the roots.
+    """
+    if env_flag(env, "BGAGENT_ALLOW_LOCAL_REPOS", False):
+        raise ValueError(
+            f"BGAGENT_ALLOW_LOCAL_REPOS was replaced by {LOCAL_REPO_ROOTS}: set it to the folders local "
+            f"repositories may live in, separated by {os.pathsep!r}, and unset BGAGENT_ALLOW_LOCAL_REPOS"
+        )
+    roots: list[str] = []
+    for part in env.get(LOCAL_REPO_ROOTS, "").split(os.pathsep):
+        entry = part.strip()
+        if not entry:
+            continue
+        if not entry.startswith("/"):
+            raise ValueError(
+                f"{LOCAL_REPO_ROOTS}: {entry!r} is not an absolute path "
+                f"(roots are absolute paths separated by {os.pathsep!r})"
+            )
+        root = posixpath.normpath(entry)
+        if root.startswith("//"):
+            root = "/" + root.lstrip("/")
+        if root not in roots:
+            roots.append(root)
+    return tuple(roots)
 
 
 class NatsSettings(msgspec.Struct, frozen=True, kw_only=True):

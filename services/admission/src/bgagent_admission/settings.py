@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import posixpath
 from collections.abc import Mapping
 
 import msgspec
 
 from bgagent_contracts.auth import TokenTable
 from bgagent_eventstore import NatsSettings, env_flag
+from bgagent_eventstore import local_repo_roots as shared_local_repo_roots
 
 from .api import DEFAULT_MAX_BODY_BYTES
 
@@ -38,34 +38,12 @@ def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -
     return value
 
 
-def local_repo_roots(env: Mapping[str, str], name: str = "BGAGENT_LOCAL_REPO_ROOTS") -> tuple[str, ...]:
-    """The local repository roots: absolute paths separated by ``os.pathsep`` (``:``), like ``PATH``.
-
-    Unset or empty: local repositories are disabled. Each root is normalised (``/a/./b/`` → ``/a/b``)
-    and duplicates are dropped; a relative root is refused. Roots are not looked up on disk here:
-    a root may be created after the service starts.
-    """
-    if _flag(env, "BGAGENT_ALLOW_LOCAL_REPOS", False):
-        raise SettingsError(
-            f"BGAGENT_ALLOW_LOCAL_REPOS was replaced by {name}: set it to the folders local "
-            f"repositories may live in, separated by {os.pathsep!r}, and unset BGAGENT_ALLOW_LOCAL_REPOS"
-        )
-    roots: list[str] = []
-    for part in env.get(name, "").split(os.pathsep):
-        entry = part.strip()
-        if not entry:
-            continue
-        if not entry.startswith("/"):
-            raise SettingsError(
-                f"{name}: {entry!r} is not an absolute path "
-                f"(roots are absolute paths separated by {os.pathsep!r})"
-            )
-        root = posixpath.normpath(entry)
-        if root.startswith("//"):
-            root = "/" + root.lstrip("/")
-        if root not in roots:
-            roots.append(root)
-    return tuple(roots)
+def local_repo_roots(env: Mapping[str, str]) -> tuple[str, ...]:
+    """``BGAGENT_LOCAL_REPO_ROOTS`` as the runner reads it (SettingsError instead of ValueError)."""
+    try:
+        return shared_local_repo_roots(env)
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):

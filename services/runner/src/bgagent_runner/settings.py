@@ -3,49 +3,17 @@
 from __future__ import annotations
 
 import os
-import posixpath
 import socket
 from collections.abc import Mapping
 
 import msgspec
 from ulid import ULID
 
-from bgagent_eventstore import NatsSettings, env_flag
+from bgagent_eventstore import NatsSettings, env_flag, local_repo_roots
 
 from .sandbox import SandboxSettings
 
 DEFAULT_MODEL = "claude-sonnet-4-6"
-LOCAL_REPO_ROOTS = "BGAGENT_LOCAL_REPO_ROOTS"
-
-
-def local_repo_roots(env: Mapping[str, str]) -> tuple[str, ...]:
-    """``BGAGENT_LOCAL_REPO_ROOTS``: absolute paths separated by ``os.pathsep`` (``:``), like ``PATH``.
-
-    Unset or empty: this runner clones and pushes no local repository. Roots are normalised and
-    deduplicated, not looked up on disk (a root may appear later); a relative one is refused
-    (ValueError naming the variable), as is the boolean this replaced.
-    """
-    if env_flag(env, "BGAGENT_ALLOW_LOCAL_REPOS", False):
-        raise ValueError(
-            f"BGAGENT_ALLOW_LOCAL_REPOS was replaced by {LOCAL_REPO_ROOTS}: set it to the folders local "
-            f"repositories may live in, separated by {os.pathsep!r}, and unset BGAGENT_ALLOW_LOCAL_REPOS"
-        )
-    roots: list[str] = []
-    for part in env.get(LOCAL_REPO_ROOTS, "").split(os.pathsep):
-        entry = part.strip()
-        if not entry:
-            continue
-        if not entry.startswith("/"):
-            raise ValueError(
-                f"{LOCAL_REPO_ROOTS}: {entry!r} is not an absolute path "
-                f"(roots are absolute paths separated by {os.pathsep!r})"
-            )
-        root = posixpath.normpath(entry)
-        if root.startswith("//"):
-            root = "/" + root.lstrip("/")
-        if root not in roots:
-            roots.append(root)
-    return tuple(roots)
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
