@@ -153,17 +153,6 @@ def sleeper() -> Iterator[subprocess.Popen[bytes]]:
         proc.wait()
 
 
-def _stubborn() -> subprocess.Popen[str]:
-    """A process that ignores SIGTERM (ready once it printed a line)."""
-    code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); "
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code + "time.sleep(60)"], stdout=subprocess.PIPE, text=True
-    )
-    assert proc.stdout is not None
-    assert proc.stdout.readline() == "ready\n"
-    return proc
-
-
 def _reap(proc: subprocess.Popen[str]) -> None:
     proc.kill()
     proc.wait()
@@ -301,19 +290,39 @@ def test_a_matching_record_is_stopped(tmp_path: Path, sleeper: subprocess.Popen[
     assert sleeper.wait(timeout=5) == -signal.SIGTERM
 
 
+def _stubborn_peer(me: int, markers: Path) -> subprocess.Popen[str]:
+    """Ignores SIGTERM; on it, marks itself and prints 'saw-other' once its peer got SIGTERM too."""
+    code = (
+        "import os, signal, sys, time\n"
+        f"mine, other = {str(markers / f'term-{me}')!r}, {str(markers / f'term-{1 - me}')!r}\n"
+        "def on_term(*_):\n"
+        "    open(mine, 'w').close()\n"
+        "signal.signal(signal.SIGTERM, on_term)\n"
+        "print('ready', flush=True)\n"
+        "while not os.path.exists(mine): time.sleep(0.01)\n"
+        "while not os.path.exists(other): time.sleep(0.01)\n"
+        "print('saw-other', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    assert proc.stdout.readline() == "ready\n"
+    return proc
+
+
 def test_stop_kills_after_the_grace_period_and_stops_processes_in_parallel(tmp_path: Path) -> None:
-    procs = [_stubborn(), _stubborn()]
+    # In parallel, each process gets SIGTERM while the other is still alive within its grace
+    # period, so each sees the other's mark before SIGKILL; one after the other, the first would
+    # be killed before the second was ever signalled.
+    procs = [_stubborn_peer(i, tmp_path) for i in (0, 1)]
     try:
         _record(tmp_path, *(_info(f"p{i}", p, tmp_path) for i, p in enumerate(procs)))
         stack = Stack.load(str(tmp_path))
         assert stack is not None
-        grace = 1.5
-        started = time.monotonic()
-        outcomes = [outcome for _, outcome in stack.stop(grace=grace)]
-        elapsed = time.monotonic() - started
+        outcomes = [outcome for _, outcome in stack.stop(grace=3.0)]
         assert outcomes == ["killed", "killed"]
         assert [p.wait(timeout=5) for p in procs] == [-signal.SIGKILL, -signal.SIGKILL]
-        assert grace <= elapsed < 2 * grace, f"the two grace periods ran one after the other ({elapsed:.2f}s)"
+        assert [p.stdout.read() if p.stdout else "" for p in procs] == ["saw-other\n", "saw-other\n"]
     finally:
         for p in procs:
             _reap(p)

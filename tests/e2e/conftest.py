@@ -105,10 +105,19 @@ class E2E:
         r.raise_for_status()
         return [req for req in r.json() if token in json.dumps(req)]
 
+    def events(self, task_id: str) -> list[dict[str, Any]]:
+        """The task's events so far; none while query has not projected its submission yet (404)."""
+        try:
+            data: list[dict[str, Any]] = self.query(f"/v1/tasks/{task_id}/events", limit=1000)["data"]
+        except httpx.HTTPStatusError as exc:
+            if exc.response.status_code == 404:
+                return []
+            raise
+        return data
+
     def wait_event(self, task_id: str, event_type: str, timeout: float = 20.0) -> dict[str, Any]:
         def find() -> dict[str, Any] | None:
-            events = self.query(f"/v1/tasks/{task_id}/events", limit=1000)["data"]
-            return next((e for e in events if e["type"] == event_type), None)
+            return next((e for e in self.events(task_id) if e["type"] == event_type), None)
 
         result: dict[str, Any] = wait_until(find, timeout, f"{event_type} on {task_id}")
         return result

@@ -30,7 +30,7 @@ def test_a_token_made_with_the_cli_works_until_it_is_revoked(e2e: E2E) -> None:
     token, token_id = made["token"], made["token_id"]
     assert token.startswith("bga_")
 
-    deadline = time.monotonic() + 1.0
+    deadline = time.monotonic() + 10  # a failure bound; how fast: bench/token_revocation.py
     while _codes(e2e, token) != (404, 200):  # authenticated: an unknown task is 404, the list 200
         assert time.monotonic() < deadline, f"the new token does not work: {_codes(e2e, token)}"
         time.sleep(0.02)
@@ -41,9 +41,8 @@ def test_a_token_made_with_the_cli_works_until_it_is_revoked(e2e: E2E) -> None:
     assert token not in listed.stdout
 
     e2e.cli_json("admin", "token", "revoke", token_id)
-    revoked_at = time.monotonic()
+    deadline = time.monotonic() + 10  # a failure bound, as above
     while _codes(e2e, token) != (401, 401):
-        assert time.monotonic() - revoked_at < 1.0, f"still accepted after 1 s: {_codes(e2e, token)}"
+        assert time.monotonic() < deadline, f"still accepted: {_codes(e2e, token)}"
         time.sleep(0.01)
-    print(f"\nrevoked token refused by admission and query after {time.monotonic() - revoked_at:.3f}s")
     assert _codes(e2e, e2e.client["token"])[1] == 200, "the stack's own token is untouched"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import subprocess
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -151,11 +151,28 @@ def test_nudge_during_a_run_is_acknowledged_and_reaches_the_model(e2e: E2E, tmp_
     assert "please also keep the docstring" not in json.dumps(requests[0]["body"])
 
 
-def test_cancel_during_a_long_tool_call_ends_cancelled_and_pushes_nothing(e2e: E2E, tmp_path: Path) -> None:
+def _processes_running(marker: str) -> list[int]:
+    """Live processes on this machine whose command line carries ``marker`` (a zombie's is empty)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker.encode() in (entry / "cmdline").read_bytes():
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+def test_cancel_during_a_long_tool_call_kills_the_tool_ends_cancelled_and_pushes_nothing(
+    e2e: E2E, tmp_path: Path
+) -> None:
     repo = make_demo_repo(tmp_path)
+    marker = f"long-build-{secrets.token_hex(6)}"
+    long_build = {"name": "bash", "input": {"command": f"sleep 30; : {marker}"}}
     turns = [
         {"text": "Editing first.", "tool_uses": FIX_TURNS[2]["tool_uses"]},
-        {"text": "Long build.", "tool_uses": [{"name": "bash", "input": {"command": "sleep 30"}}]},
+        {"text": "Long build.", "tool_uses": [long_build]},
     ]
     token = e2e.script(turns)
     task_id = _submit(e2e, "--repo", str(repo), "--task", f"fix it {token}")
@@ -163,10 +180,11 @@ def test_cancel_during_a_long_tool_call_ends_cancelled_and_pushes_nothing(e2e: E
     wait_until(
         lambda: any(
             e["type"] == "tool_called" and "sleep 30" in e["event"]["input_preview"]
-            for e in e2e.query(f"/v1/tasks/{task_id}/events", limit=1000)["data"]
+            for e in e2e.events(task_id)
         ),
         what="the long tool call to start",
     )
+    wait_until(lambda: _processes_running(marker), what="the long tool's process")
     cancelled = e2e.cli_json("cancel", task_id)
     assert cancelled[0]["task_id"] == task_id
     out, err = watcher.communicate(timeout=15)
@@ -174,11 +192,10 @@ def test_cancel_during_a_long_tool_call_ends_cancelled_and_pushes_nothing(e2e: E
     views = [json.loads(line) for line in out.splitlines()]
     types = [v["type"] for v in views]
     assert types[-1] == "task_cancelled"
-    requested = next(v for v in views if v["type"] == "cancel_requested")
-    stopped = datetime.fromisoformat(views[-1]["event"]["ts"]) - datetime.fromisoformat(
-        requested["event"]["ts"]
-    )
-    assert stopped.total_seconds() < 2.0, f"the running tool was not interrupted promptly ({stopped})"
+    # The running tool was interrupted: the cancel is followed by task_cancelled and nothing else
+    # (no tool_result of the `sleep 30`, no further turn). The latency is bench/cancel_latency.py's.
+    assert types[types.index("cancel_requested") + 1 :] == ["task_cancelled"], types
+    wait_until(lambda: not _processes_running(marker), what="the interrupted tool's processes to be gone")
     task = e2e.wait_status(task_id, "CANCELLED")
     assert task["pr_url"] is None
     assert _git(repo, "branch", "--list", f"bgagent/{task_id}").stdout.strip() == ""

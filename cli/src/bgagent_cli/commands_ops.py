@@ -418,30 +418,53 @@ def dev_down(output: OutputOpt = Output.text) -> None:
 
 @dev_app.command("status")
 def dev_status(output: OutputOpt = Output.text) -> None:
-    """The local stack's processes: name, pid, alive (checked, not assumed), port, log.
+    """The local stack's processes: name, pid, alive (checked, not assumed), port, log; and the size
+    of the runner's work dir (task workspaces) with its number of attempt directories.
 
     Exits 0 when every process runs, 1 otherwise (or when no stack is recorded).
     """
     _, printer = _setup(output)
 
     def body() -> int:
+        from bgagent_runner.cleanup import workspace_usage  # the runner package is slow to import
+
         home = home_dir()
         stack = Stack.load(str(home))
         if stack is None:
             printer.note(f"no stack is recorded in {home}/dev (start one with 'bgagent dev up')")
             return 1
         rows = stack.status()
+        usage = workspace_usage(stack.work_dir)
         if not printer.json:
             printer.line(f"{'NAME':<13}{'PID':<8}{'ALIVE':<6}{'PORT':<7}LOG")
         for row in rows:
             if printer.json:
+                if row["name"] == "runner":  # the work dir is the runner's: its size on its line
+                    row |= {
+                        "work_dir": usage.work_dir,
+                        "work_dir_bytes": usage.size_bytes,
+                        "attempt_dirs": usage.attempt_dirs,
+                    }
                 printer.obj(row)
             else:
                 alive, port = "yes" if row["alive"] else "no", row["port"] or "-"
                 printer.line(f"{row['name']!s:<13}{row['pid']!s:<8}{alive:<6}{port!s:<7}{row['log']}")
+        if not printer.json:
+            size = _size(usage.size_bytes) if usage.exists else "not created yet"
+            printer.line(f"work dir {usage.work_dir}: {size}, {usage.attempt_dirs} attempt dir(s)")
         return 0 if all(row["alive"] for row in rows) else 1
 
     raise typer.Exit(_run(printer, body))
+
+
+def _size(n: int) -> str:
+    """``512 B``, ``1.5 KiB``, ``12.0 MiB``, …"""
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{n} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
 
 
 @dev_app.command("logs")

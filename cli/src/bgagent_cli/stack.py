@@ -269,6 +269,11 @@ class Stack:
         await tokens.create(self.spec.user, name=DEV_TOKEN_NAME, token=self.spec.token)
 
     @property
+    def work_dir(self) -> Path:
+        """``<home>/dev/work``: the runner's ``BGAGENT_WORK_DIR`` (task workspaces)."""
+        return self.dir / "work"
+
+    @property
     def nats_auth_dir(self) -> Path:
         """``<home>/dev/nats-auth``: the NATS users of the stack's own nats-server (0700, files 0600)."""
         return self.dir / "nats-auth"
@@ -287,7 +292,7 @@ class Stack:
                 "BGAGENT_STREAM": self.spec.stream,
                 "BGAGENT_PREFIX": self.spec.prefix,
                 "BGAGENT_API_TOKENS": "",  # the stack's token is a managed one (tokens bucket)
-                "BGAGENT_WORK_DIR": str(self.dir / "work"),
+                "BGAGENT_WORK_DIR": str(self.work_dir),
                 "BGAGENT_LOCAL_REPO_ROOTS": os.pathsep.join(self.spec.local_repo_roots),
                 "BGAGENT_LOG_LEVEL": os.environ.get("BGAGENT_LOG_LEVEL", "INFO"),
             }

@@ -510,14 +510,13 @@ async def test_rotated_passwords_take_over_when_the_server_restarts(tmp_path: Pa
         server.stop()
 
 
-def test_a_config_the_server_cannot_parse_fails_the_start_at_once(tmp_path: Path) -> None:
+def test_a_config_the_server_cannot_parse_fails_the_start_with_the_exit_code(tmp_path: Path) -> None:
     bad = tmp_path / "bad.conf"
     bad.write_text("authorization { users = [ { user: \n")
     server = NatsServer(
         store_dir=str(tmp_path / "store"), log_file=str(tmp_path / "nats.log"), config_file=str(bad)
     )
-    started = time.monotonic()
-    with pytest.raises(ServerError, match="exited with code"):
+    # The start notices the exit (not "nothing is listening … after 10s", the wait for a port).
+    with pytest.raises(ServerError, match="nats-server exited with code"):
         server.start()
-    assert time.monotonic() - started < 5  # not the 10 s wait for a port that never opens
     assert server.pid is None

@@ -1,11 +1,11 @@
 """Managed API tokens on a real nats-server with the generated users: the admin writes the tokens
-bucket, admission and query watch it (and may not write it), revocations reach a watcher at once."""
+bucket, admission and query watch it (and may not write it), revocations reach a watcher
+(how fast: bench/token_revocation.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import re
 import secrets
 import time
@@ -73,21 +73,18 @@ async def provisioned(server: Server) -> Server:
     return server
 
 
-async def wait_for(pred: object, what: str, timeout: float = 1.0) -> float:
-    """Poll ``pred()`` until true; return how long it took; fail after ``timeout`` seconds."""
+async def wait_for(pred: object, what: str, timeout: float = 10.0) -> None:
+    """Poll ``pred()`` until true; the timeout only bounds a failure."""
     assert callable(pred)
-    start = time.monotonic()
+    deadline = time.monotonic() + timeout
     while not pred():
-        if time.monotonic() - start > timeout:
+        if time.monotonic() > deadline:
             raise AssertionError(f"not within {timeout}s: {what}")
         await asyncio.sleep(0.005)
-    return time.monotonic() - start
 
 
 @pytest.mark.parametrize("service", ["admission", "query"])
-async def test_a_services_index_follows_create_and_revoke_within_a_second(
-    provisioned: Server, service: str
-) -> None:
+async def test_a_services_index_follows_create_and_revoke(provisioned: Server, service: str) -> None:
     prefix = provisioned.settings.prefix
     async with provisioned.client(ADMIN) as admin, provisioned.client(service) as svc:
         store = TokenStore(admin.jetstream(), prefix)
@@ -97,15 +94,13 @@ async def test_a_services_index_follows_create_and_revoke_within_a_second(
         try:
             assert index.authenticate(f"Bearer {before}") is not None, "loaded at start"
             token, record = await store.create("alice", admin=True, name="ci")
-            took = await wait_for(lambda: index.authenticate(f"Bearer {token}") is not None, "create")
+            await wait_for(lambda: index.authenticate(f"Bearer {token}") is not None, "create")
             who = index.authenticate(f"Bearer {token}")
             assert who is not None
             assert (who.user_id, who.admin) == ("alice", True)
             revoked = await store.revoke(record.token_id)
             assert revoked.revoked_at is not None
-            took = await wait_for(lambda: index.authenticate(f"Bearer {token}") is None, "revoke")
-            logging.getLogger(__name__).info("%s saw the revocation after %.3fs", service, took)
-            assert took < 1.0
+            await wait_for(lambda: index.authenticate(f"Bearer {token}") is None, "revoke")
             assert index.authenticate("Bearer static-tok") is not None, "static tokens keep working"
             assert index.authenticate(f"Bearer {before}") is not None
         finally:

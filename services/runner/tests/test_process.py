@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -55,9 +54,7 @@ async def test_runner_process_runs_a_task_and_stops_on_sigterm(
         assert kit.git(origin, "show", f"bgagent/{task_id}:x.txt") == "x"
 
         proc.send_signal(signal.SIGTERM)
-        started = time.monotonic()
-        assert proc.wait(timeout=10) == 0
-        assert time.monotonic() - started < 5
+        assert proc.wait(timeout=10) == 0  # the timeout only bounds a failure: it exits cleanly when idle
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -180,6 +179,19 @@ async def test_budget_limit_fails_the_task_before_the_extra_model_call(
     assert len(model_server.requests(tag)) == 1
 
 
+def _processes_running(token: str) -> list[int]:
+    """Live processes whose command line carries ``token`` (a zombie's is empty)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if token.encode() in (entry / "cmdline").read_bytes():
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
 async def _wait_for_tool_call(kit: Any, task_id: str) -> None:
     async def called() -> bool:
         return any(isinstance(e, ToolCalled) for e in await kit.events(task_id))
@@ -233,14 +245,22 @@ async def test_nudge_during_a_run_is_acknowledged_and_reaches_the_model(
     assert "<user_nudge>" in requests[0]["body"]["system"][0]["text"]
 
 
-async def test_cancel_during_a_long_tool_call_ends_cancelled_quickly_and_pushes_nothing(
+async def test_cancel_during_a_long_tool_call_kills_the_tool_ends_cancelled_and_pushes_nothing(
     kit: Any, model_server: ModelServer, origin: Path
 ) -> None:
     tag = f"cancel-{ULID()}"
-    model_server.add_script(tag, [{"tool_uses": [bash("echo partial > partial.txt; sleep 30")]}])
+    model_server.add_script(tag, [{"tool_uses": [bash(f"echo partial > partial.txt; sleep 30; : {tag}")]}])
     await kit.start_runner(kit.settings)
     task_id = await kit.submit(str(origin), f"{tag} long")
     await _wait_for_tool_call(kit, task_id)
+
+    async def tool_running() -> bool:
+        return bool(_processes_running(tag))
+
+    async def tool_gone() -> bool:
+        return not _processes_running(tag)
+
+    await kit.wait_until(tool_running)
     state = await kit.state(task_id)
     cancel = CancelRequested(
         task_id=task_id,
@@ -250,15 +270,18 @@ async def test_cancel_during_a_long_tool_call_ends_cancelled_quickly_and_pushes_
         requested_by="alice",
         reason="changed my mind",
     )
-    started = time.monotonic()
     await kit.store.append(task_id, [cancel], expected_seq=state.last_seq)
 
-    state = await kit.wait_terminal(task_id, timeout=5)
-    elapsed = time.monotonic() - started
+    # The deadline only bounds a failure: the `sleep 30` would outlive it if the cancel did not
+    # interrupt the tool (the latency itself is bench/cancel_latency.py's figure).
+    state = await kit.wait_terminal(task_id, timeout=15)
 
     assert state.status is Status.CANCELLED
-    assert elapsed < 2.0
-    last = (await kit.events(task_id))[-1]
+    await kit.wait_until(tool_gone)  # the running tool's processes (host view, sandbox or not) are gone
+    events = await kit.events(task_id)
+    after_cancel = events[[type(e) for e in events].index(CancelRequested) + 1 :]
+    assert [type(e) for e in after_cancel] == [TaskCancelled], "no tool result or turn after the cancel"
+    last = after_cancel[-1]
     assert isinstance(last, TaskCancelled)
     assert (last.attempt, last.cancelled_by, last.reason) == (1, "alice", "changed my mind")
     assert not kit.git_ok(origin, "rev-parse", "--verify", f"refs/heads/bgagent/{task_id}")

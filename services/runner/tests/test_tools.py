@@ -43,13 +43,25 @@ async def test_bash_nonzero_exit_is_an_error_result(ws: Path) -> None:
     assert "[exit code 3]" in out.text
 
 
+def _alive(pid: int) -> bool:
+    """The process runs (a zombie's command line is empty; a reaped one has no /proc entry)."""
+    try:
+        return bool((Path("/proc") / str(pid) / "cmdline").read_bytes())
+    except OSError:
+        return False
+
+
 async def test_bash_timeout_kills_the_process_group(ws: Path) -> None:
-    started = time.monotonic()
-    out = await make_bash(ws, timeout_s=0.5).run({"command": "(sleep 30 &) ; echo started; sleep 30"})
-    assert time.monotonic() - started < 4
+    command = "(sleep 30 & echo $! > bg.pid) ; echo $$ > fg.pid; echo started; sleep 30"
+    out = await make_bash(ws, timeout_s=0.5).run({"command": command})
     assert out.is_error
     assert "started" in out.text
     assert "timed out after 0.5s" in out.text
+    pids = [int((ws / name).read_text()) for name in ("fg.pid", "bg.pid")]
+    deadline = time.monotonic() + 5  # a failure bound: the orphaned sleep is reaped by init, not by us
+    while any(_alive(pid) for pid in pids):
+        assert time.monotonic() < deadline, f"still running after the timeout: {pids}"
+        await asyncio.sleep(0.01)
 
 
 async def test_bash_output_cap_keeps_head_and_tail(ws: Path) -> None:

@@ -102,7 +102,7 @@ class PidsCgroups:
         return found
 
     def create(self, max_procs: int) -> CommandCgroup:
-        path = self.parent / f"cmd-{os.getpid()}-{_start_time(os.getpid())}-{ULID()}"
+        path = self.parent / f"cmd-{os.getpid()}-{start_time(os.getpid())}-{ULID()}"
         path.mkdir()
         try:
             (path / "pids.max").write_text(str(max_procs))
@@ -116,7 +116,7 @@ class PidsCgroups:
         removed = 0
         for child in self.parent.glob("cmd-*"):
             parts = child.name.split("-")
-            owner_alive = len(parts) == 4 and parts[1].isdigit() and _start_time(int(parts[1])) == parts[2]
+            owner_alive = len(parts) == 4 and parts[1].isdigit() and start_time(int(parts[1])) == parts[2]
             if owner_alive:
                 continue
             cgroup = CommandCgroup(child)
@@ -127,8 +127,12 @@ class PidsCgroups:
         return removed
 
 
-def _start_time(pid: int) -> str:
-    """A process's start time in clock ticks (``/proc/<pid>/stat`` field 22): pid + this is unique."""
+def start_time(pid: int) -> str:
+    """A process's start time in clock ticks (``/proc/<pid>/stat`` field 22): pid + this is unique.
+
+    ``"gone"`` when the process does not exist (or ``/proc`` cannot be read). Also names the owner
+    of a workspace (``cleanup.py``).
+    """
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:

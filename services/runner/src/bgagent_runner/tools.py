@@ -157,7 +157,17 @@ class BashTool:
         return self.sandbox.open_cgroup()
 
     async def execute(self, command: str) -> ToolOutput:
-        cgroup = await asyncio.to_thread(self._prepare)
+        prepare = asyncio.ensure_future(asyncio.to_thread(self._prepare))
+        try:
+            cgroup = await asyncio.shield(prepare)
+        except asyncio.CancelledError:
+            # The thread runs on when cancelled (it copies /etc into the workspace): let it finish,
+            # so the workspace can be removed after us, and drop the cgroup it made.
+            with contextlib.suppress(Exception):
+                made = await prepare
+                if made is not None:
+                    await asyncio.to_thread(made.remove)
+            raise
         if self.sandbox is None:
             argv, env = [BASH, "-c", command], self.env
         else:

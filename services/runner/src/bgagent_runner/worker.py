@@ -23,6 +23,7 @@ from bgagent_contracts.preview import redact
 from bgagent_contracts.subjects import runner_consumer
 from bgagent_eventstore import ConcurrencyError, JetStreamEventStore, StoreUnavailableError, connect
 
+from .cleanup import sweep
 from .errors import NotProvisionedError
 from .forge import Forge, GitHubForge
 from .intake import delivered_task, fail_invalid, submission_problem
@@ -85,6 +86,7 @@ class Runner:
                 f"stream {s.nats.stream} or its consumer {durable} does not exist: run 'bgagent admin init'"
             ) from exc
         psub = await js.pull_subscribe_bind(durable=durable, stream=s.nats.stream)
+        await self._sweep_workspaces()
         logger.info("runner %s ready: %d slot(s) on %s", s.runner_id, s.slots, s.nats.stream)
         self.ready.set()
         if s.ready_file:
@@ -121,6 +123,14 @@ class Runner:
                 with contextlib.suppress(*_NATS_ERRORS):
                     await nc.drain()
             logger.info("runner %s stopped", s.runner_id)
+
+    async def _sweep_workspaces(self) -> None:
+        """Remove the workspaces of attempts whose runner is gone (killed, crashed): ``cleanup.sweep``."""
+        if self.settings.keep_workspaces:
+            return
+        swept = await asyncio.to_thread(sweep, Path(self.settings.work_dir))
+        if swept:
+            logger.info("removed %d workspace(s) of attempts no live runner owns", len(swept))
 
     async def _acquire_slot(self) -> bool:
         """Wait for a free slot; False (holding none) once stop() was called."""

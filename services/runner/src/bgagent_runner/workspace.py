@@ -17,7 +17,6 @@ import asyncio
 import base64
 import logging
 import os
-import shutil
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
@@ -29,6 +28,7 @@ from bgagent_contracts.preview import redact
 from bgagent_contracts.submission import local_path
 from bgagent_contracts.text import clean
 
+from .cleanup import remove_attempt, remove_tree, write_owner
 from .errors import GitError, RepoNotAllowedError, WorkspaceError
 from .settings import Settings
 
@@ -303,10 +303,19 @@ def _add_excludes(repo_dir: Path) -> None:
 
 
 def _fresh_dir(root: Path) -> None:
-    if root.exists():
-        shutil.rmtree(root)
-    (root / "home").mkdir(parents=True)
+    """An empty attempt directory with ``home/``, owned by this runner (``cleanup.write_owner``)."""
+    remove_tree(root)
+    for tries_left in (2, 1, 0):
+        try:
+            (root / "home").mkdir(parents=True)
+            break
+        except FileNotFoundError:
+            # another runner removed the (then empty) task directory between our two mkdirs
+            if not tries_left:
+                raise
+    write_owner(root)
 
 
 def remove(root: Path) -> None:
-    shutil.rmtree(root, ignore_errors=True)
+    """Remove an attempt directory and its task directory when that is left empty (never raises)."""
+    remove_attempt(root)
