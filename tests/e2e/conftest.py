@@ -122,10 +122,21 @@ class E2E:
         result: dict[str, Any] = wait_until(find, timeout, f"{event_type} on {task_id}")
         return result
 
+    def task_or_none(self, task_id: str) -> dict[str, Any] | None:
+        """The task, or None while query has not projected its submission yet (404)."""
+        try:
+            return self.task(task_id)
+        except httpx.HTTPStatusError as exc:
+            if exc.response.status_code == 404:
+                return None
+            raise
+
     def wait_status(self, task_id: str, status: str, timeout: float = 30.0) -> dict[str, Any]:
-        result: dict[str, Any] = wait_until(
-            lambda: (t := self.task(task_id))["status"] == status and t, timeout, f"{task_id} to be {status}"
-        )
+        def reached() -> dict[str, Any] | None:
+            task = self.task_or_none(task_id)
+            return task if task is not None and task["status"] == status else None
+
+        result: dict[str, Any] = wait_until(reached, timeout, f"{task_id} to be {status}")
         return result
 
 

@@ -82,7 +82,7 @@ def test_query_events_match_the_stream(e2e: E2E, tmp_path: Path) -> None:
 
     from_stream = json.loads(json.dumps(asyncio.run(stream_views())))
     wait_until(
-        lambda: e2e.query(f"/v1/tasks/{task_id}")["data"]["last_seq"] >= from_stream[-1]["seq"],
+        lambda: (t := e2e.task_or_none(task_id)) is not None and t["last_seq"] >= from_stream[-1]["seq"],
         what="query to project the whole task",
     )
     from_api = e2e.cli_json("events", task_id, "--limit", "1000")
