@@ -170,6 +170,9 @@ async def test_unreadable_records_are_skipped_not_fatal(provisioned: Server, tmp
         try:
             token, _ = await TokenStore(admin.jetstream(), prefix).create("carol")
             await wait_for(lambda: index.authenticate(f"Bearer {token}") is not None, "a later token")
+            who = index.authenticate(f"Bearer {token}")
+            assert who is not None
+            assert who.user_id == "carol"
         finally:
             await watcher.close()
             await kv.delete("badbadbadbad")

@@ -99,9 +99,10 @@ async def test_documents_are_valid_openapi_3_1(served: tuple[str, Litestar, dict
 
 
 def test_admission_document_is_valid_with_local_repositories_too() -> None:
-    validate(
-        admission_api.openapi_document(local_repos=True, max_body_bytes=1024), cls=OpenAPIV31SpecValidator
-    )
+    local = admission_api.openapi_document(local_repos=True, max_body_bytes=1024)
+    slugs = admission_api.openapi_document(local_repos=False, max_body_bytes=1024)
+    assert validate(local, cls=OpenAPIV31SpecValidator) is None
+    assert local["paths"]["/v1/tasks"] != slugs["paths"]["/v1/tasks"], "local repos change the repo pattern"
 
 
 async def test_every_route_is_documented_and_every_documented_route_exists(

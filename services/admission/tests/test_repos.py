@@ -193,8 +193,8 @@ def _refusal(repo: str, roots: tuple[str, ...]) -> str:
 
 
 def test_slugs_and_urls_never_touch_the_disk() -> None:
-    check_local_repo("acme/widgets", ())
-    check_local_repo("https://example.com/x.git", ())
+    assert check_local_repo("acme/widgets", ()) is None
+    assert check_local_repo("https://example.com/x.git", ()) is None
 
 
 def test_a_root_reached_through_a_symlink_compares_by_its_realpath(tmp_path: Path) -> None:
@@ -203,9 +203,8 @@ def test_a_root_reached_through_a_symlink_compares_by_its_realpath(tmp_path: Pat
     _git("init", "--quiet", str(real_root / "r"))
     link_root = tmp_path / "link"
     link_root.symlink_to(real_root)
-    check_local_repo(str(link_root / "r"), (str(link_root),))
-    check_local_repo(str(real_root / "r"), (str(link_root),))
-    check_local_repo(str(link_root / "r"), (str(real_root),))
+    for repo, root in ((link_root, link_root), (real_root, link_root), (link_root, real_root)):
+        assert check_local_repo(str(repo / "r"), (str(root),)) is None, (repo, root)
 
 
 def test_a_bare_repository_and_a_worktree_inside_the_root_are_repositories(tmp_path: Path) -> None:

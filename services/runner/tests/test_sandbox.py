@@ -209,12 +209,9 @@ def test_prelude_sets_limits_in_the_units_sh_expects() -> None:
     assert off[4:] == ["unlimited", "unlimited", "unlimited", "unlimited", ""]
 
 
-def test_the_probe_names_the_package_and_the_opt_out_when_bwrap_is_missing(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr("bgagent_runner.sandbox.shutil.which", lambda *a, **k: None)
+def test_the_probe_names_the_package_and_the_opt_out_when_bwrap_is_missing() -> None:
     with pytest.raises(SandboxUnavailable) as info:
-        probe(SandboxSettings())
+        probe(SandboxSettings(bwrap="/nonexistent/bwrap"))
     assert "apt-get install bubblewrap" in str(info.value)
     assert "BGAGENT_SANDBOX=off" in str(info.value)
 

@@ -6,7 +6,6 @@ Real NATS, the scripted model server and local git repositories; the runner runs
 
 from __future__ import annotations
 
-import logging
 import os
 import secrets
 import signal
@@ -22,9 +21,9 @@ from ulid import ULID
 
 from bgagent_contracts import Status, TaskFailed, TaskStarted, ToolResult
 from bgagent_eventstore import NatsSettings
-from bgagent_runner import __main__ as runner_main
-from bgagent_runner.sandbox import SandboxSettings, SandboxUnavailable
+from bgagent_runner.sandbox import SandboxSettings
 from bgagent_testing.model_server import ModelServer
+from bgagent_testing.servers import free_port
 
 BUNDLE = Path("/work/shared/fixtures/cachetools.bundle")
 
@@ -293,73 +292,46 @@ async def test_a_sigkilled_runner_leaves_no_tool_process_behind(
 # --- start-up: a working sandbox or an explicit opt-out ------------------------------------------
 
 
-def _main_env(monkeypatch: pytest.MonkeyPatch, **extra: str) -> None:
-    for name in [n for n in os.environ if n.startswith("BGAGENT_SANDBOX")]:
-        monkeypatch.delenv(name)
-    for name, value in extra.items():
-        monkeypatch.setenv(name, value)
+def _run_main(**extra: str) -> subprocess.CompletedProcess[str]:
+    """``python -m bgagent_runner`` as a process, against a NATS port nobody listens on.
+
+    It gets as far as its start-up decisions (settings, the sandbox probe) and then stops at the
+    NATS connection, so its exit code and log say what it decided.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BGAGENT_", "NATS_"))}
+    env.update(NATS_URL=f"nats://127.0.0.1:{free_port()}", BGAGENT_LOG_LEVEL="INFO", **extra)
+    return subprocess.run(
+        [sys.executable, "-m", "bgagent_runner"], env=env, capture_output=True, text=True, timeout=60
+    )
 
 
-def test_the_runner_refuses_to_start_without_a_working_sandbox(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    _main_env(monkeypatch)
-
-    def unavailable(settings: SandboxSettings) -> str:
-        raise SandboxUnavailable(
-            "bwrap is not installed: run 'apt-get install bubblewrap', or BGAGENT_SANDBOX=off"
-        )
-
-    async def serve(settings: object) -> None:
-        raise AssertionError("the runner must not start")
-
-    monkeypatch.setattr(runner_main, "probe", unavailable)
-    monkeypatch.setattr(runner_main, "serve", serve)
-    with caplog.at_level(logging.ERROR), pytest.raises(SystemExit) as exited:
-        runner_main.main()
-    assert exited.value.code == 1
-    assert "apt-get install bubblewrap" in caplog.text
+def test_the_runner_refuses_to_start_without_a_working_sandbox() -> None:
+    done = _run_main(BGAGENT_SANDBOX_BWRAP="/nonexistent/bwrap")
+    assert done.returncode == 1
+    assert "runner not started" in done.stderr
+    assert "apt-get install bubblewrap" in done.stderr
+    assert "starting runner" not in done.stderr
 
 
-def test_the_runner_probes_the_real_sandbox_before_it_starts(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    _main_env(monkeypatch)
-    served: list[object] = []
-
-    async def serve(settings: object) -> None:
-        served.append(settings)
-
-    monkeypatch.setattr(runner_main, "serve", serve)
-    with caplog.at_level(logging.INFO):
-        runner_main.main()
-    assert len(served) == 1
-    assert "bwrap sandbox ready" in caplog.text
+def test_the_runner_probes_the_real_sandbox_before_it_starts() -> None:
+    done = _run_main()
+    log = done.stderr
+    assert "bwrap sandbox ready" in log
+    assert "starting runner" in log
+    assert log.index("bwrap sandbox ready") < log.index("starting runner")
 
 
-def test_bgagent_sandbox_off_starts_with_a_warning_and_no_probe(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    _main_env(monkeypatch, BGAGENT_SANDBOX="off")
-    served: list[object] = []
-
-    def probe(settings: SandboxSettings) -> str:
-        raise AssertionError("no probe when the sandbox is off")
-
-    async def serve(settings: object) -> None:
-        served.append(settings)
-
-    monkeypatch.setattr(runner_main, "probe", probe)
-    monkeypatch.setattr(runner_main, "serve", serve)
-    with caplog.at_level(logging.WARNING):
-        runner_main.main()
-    assert len(served) == 1
-    assert "BGAGENT_SANDBOX=off" in caplog.text
-    assert "WITHOUT a sandbox" in caplog.text
+def test_bgagent_sandbox_off_starts_with_a_warning_and_no_probe() -> None:
+    done = _run_main(BGAGENT_SANDBOX="off", BGAGENT_SANDBOX_BWRAP="/nonexistent/bwrap")
+    log = done.stderr
+    assert "BGAGENT_SANDBOX=off" in log
+    assert "WITHOUT a sandbox" in log
+    assert "bwrap sandbox ready" not in log
+    assert "runner not started" not in log
+    assert "starting runner" in log
 
 
-def test_an_unknown_sandbox_mode_is_a_settings_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    _main_env(monkeypatch, BGAGENT_SANDBOX="docker")
-    with pytest.raises(SystemExit) as exited:
-        runner_main.main()
-    assert exited.value.code == 2
+def test_an_unknown_sandbox_mode_is_a_settings_error() -> None:
+    done = _run_main(BGAGENT_SANDBOX="docker")
+    assert done.returncode == 2
+    assert "BGAGENT_SANDBOX" in done.stderr

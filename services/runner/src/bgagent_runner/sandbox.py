@@ -87,6 +87,8 @@ class SandboxSettings(msgspec.Struct, frozen=True, kw_only=True):
     """Address space of each process (RLIMIT_AS)."""
     cpu_s: int = 900
     """CPU seconds of each process (RLIMIT_CPU)."""
+    bwrap: str = "bwrap"
+    """The bubblewrap binary: a name looked up on the system PATH, or an absolute path."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> SandboxSettings:
@@ -100,7 +102,12 @@ class SandboxSettings(msgspec.Struct, frozen=True, kw_only=True):
             max_file_mb=_limit(env, "BGAGENT_SANDBOX_MAX_FILE_MB", 2048, minimum=1),
             memory_mb=_limit(env, "BGAGENT_SANDBOX_MEMORY_MB", 4096, minimum=64),
             cpu_s=_limit(env, "BGAGENT_SANDBOX_CPU_S", 900, minimum=1),
+            bwrap=(env.get("BGAGENT_SANDBOX_BWRAP") or "bwrap").strip(),
         )
+
+    def bwrap_binary(self) -> str | None:
+        """Where the bubblewrap binary is, or None when it is not installed."""
+        return shutil.which(self.bwrap, path=SYSTEM_PATH)
 
 
 def _limit(env: Mapping[str, str], name: str, default: int, *, minimum: int) -> int:
@@ -235,7 +242,7 @@ class Sandbox:
 
     def __init__(self, settings: SandboxSettings, *, bwrap: str | None = None) -> None:
         self.settings = settings
-        self.bwrap = bwrap or shutil.which("bwrap", path=SYSTEM_PATH) or "bwrap"
+        self.bwrap = bwrap or settings.bwrap_binary() or settings.bwrap
         self.system = host_system()
 
     @property
@@ -282,7 +289,7 @@ class Sandbox:
 def probe(settings: SandboxSettings) -> str:
     """Run ``true`` in the sandbox; a description of what is enforced, or SandboxUnavailable."""
     opt_out = "or set BGAGENT_SANDBOX=off to run agent commands without a sandbox (not for untrusted repos)"
-    if shutil.which("bwrap", path=SYSTEM_PATH) is None:
+    if settings.bwrap_binary() is None:
         raise SandboxUnavailable(
             "bubblewrap (bwrap) is not installed: run 'apt-get install bubblewrap' (or make sandbox-tools), "
             + opt_out
