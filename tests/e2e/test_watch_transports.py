@@ -65,6 +65,13 @@ def test_a_wrong_token_fails_with_a_clear_error_and_prints_nothing(e2e: E2E, tra
     e2e.cli("cancel", task_id)
 
 
+def _read_lines(process: subprocess.Popen[str], into: list[str]) -> None:
+    assert process.stdout is not None
+    with process.stdout:
+        for line in process.stdout:
+            into.append(line)
+
+
 class Proxy:
     """A TCP forwarder (threads) whose open connections can all be cut at once."""
 
@@ -111,10 +118,6 @@ class Proxy:
         self.drop()
 
 
-@pytest.mark.skip(
-    reason="open bug (issue 7 note): after two proxy drops the real CLI can exit 0 having printed only "
-    "the first events; the in-process resume tests in cli/tests/test_watch_sse.py pass"
-)
 def test_sse_watch_resumes_after_the_connection_drops_and_prints_each_event_once(
     e2e: E2E, tmp_path: Path
 ) -> None:
@@ -129,21 +132,28 @@ def test_sse_watch_resumes_after_the_connection_drops_and_prints_each_event_once
     try:
         exe = str(Path(sys.executable).parent / "bgagent")
         env = {**e2e.env, "BGAGENT_QUERY_URL": f"http://127.0.0.1:{proxy.port}"}
-        watcher = subprocess.Popen(
-            [exe, "watch", task_id, "--transport", "sse", "-o", "json"],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        assert watcher.stdout is not None
-        printed = [watcher.stdout.readline()]  # task_submitted: the stream is open
-        proxy.drop()  # mid-stream, while the task runs (its first tool call sleeps 3 s)
-        wait_until(lambda: proxy.accepted >= 2, 15, "the watcher to reconnect")
-        proxy.drop()
-        wait_until(lambda: proxy.accepted >= 3, 15, "the watcher to reconnect again")
-        out, err = watcher.communicate(timeout=60)
-        printed += out.splitlines(keepends=True)
+        with (tmp_path / "watch.err").open("w+") as errors:
+            watcher = subprocess.Popen(
+                [exe, "watch", task_id, "--transport", "sse", "-o", "json"],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=errors,
+                text=True,
+            )
+            # One reader owns stdout: mixing readline() with communicate() loses what the
+            # text wrapper has already buffered.
+            printed: list[str] = []
+            reader = threading.Thread(target=_read_lines, args=(watcher, printed))
+            reader.start()
+            wait_until(lambda: len(printed) >= 1, 30, "task_submitted: the stream is open")
+            proxy.drop()  # mid-stream, while the task runs (its first tool call sleeps 3 s)
+            wait_until(lambda: proxy.accepted >= 2, 15, "the watcher to reconnect")
+            proxy.drop()
+            wait_until(lambda: proxy.accepted >= 3, 15, "the watcher to reconnect again")
+            watcher.wait(timeout=60)
+            reader.join(timeout=10)
+            errors.seek(0)
+            err = errors.read()
     finally:
         proxy.close()
     assert watcher.returncode == 0, err
