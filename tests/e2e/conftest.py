@@ -158,7 +158,13 @@ def e2e(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterator
         github_token=GH_TOKEN,
         # the tests' repositories live in their tmp_path folders, all under pytest's base temp
         repo_roots=(str(tmp_path_factory.getbasetemp()),),
-        extra_env={"BGAGENT_RUNNER_SLOTS": "4", "BGAGENT_LOG_LEVEL": "INFO"},
+        extra_env={
+            "BGAGENT_RUNNER_SLOTS": "4",
+            "BGAGENT_LOG_LEVEL": "INFO",
+            # each service writes its spans and metrics to <root>/otel/<service>.jsonl (test_tracing.py)
+            "BGAGENT_OTEL_FILE": str(root / "otel" / "{service}.jsonl"),
+            "OTEL_METRIC_EXPORT_INTERVAL": "2000",
+        },
     )
     stack = Stack(spec)
     stack.start()
@@ -167,3 +173,43 @@ def e2e(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterator
     finally:
         stack.stop()
         github.stop()
+
+
+@pytest.fixture(scope="module")
+def e2e_cluster(tmp_path_factory: pytest.TempPathFactory, postgres_server_url: str) -> Iterator[E2E]:
+    """The same stack on a 3-node NATS cluster (``nats-n1``…``nats-n3``, R3), with a database of its own.
+
+    Per module: its tests kill nodes. ``e2e.stack.cluster`` is the ``NatsCluster``.
+    """
+    import asyncio
+
+    from bgagent_testing.servers import drop_database, ensure_database, with_database
+
+    root = tmp_path_factory.mktemp("e2e-cluster")
+    database_url = with_database(postgres_server_url, f"bgagent_test_cluster_{secrets.token_hex(4)}")
+    created = asyncio.run(ensure_database(database_url))
+    github = FakeGitHub(root / "github", token=GH_TOKEN)
+    github.start()
+    tag = secrets.token_hex(3)
+    spec = StackSpec(
+        home=str(root / "home"),
+        database_url=database_url,
+        nats_nodes=3,
+        stream=f"E2EC{tag.upper()}",
+        prefix=f"e2ec{tag}",
+        scripted_model=True,
+        github_api_url=github.api_url,
+        github_git_url=github.git_url,
+        github_token=GH_TOKEN,
+        repo_roots=(str(tmp_path_factory.getbasetemp()),),
+        extra_env={"BGAGENT_RUNNER_SLOTS": "4", "BGAGENT_LOG_LEVEL": "INFO"},
+    )
+    stack = Stack(spec)
+    try:
+        stack.start()
+        yield E2E(stack, github, root / "home")
+    finally:
+        stack.stop()
+        github.stop()
+        if created:
+            asyncio.run(drop_database(database_url))

@@ -135,6 +135,7 @@ def test_two_dev_stacks_run_side_by_side_without_touching_each_other(homes: tupl
         "admission",
         "runner",
         "fanout",
+        "reconciler",
     ]
     assert all(row["alive"] for row in before), before
     down = a.json("dev", "down")

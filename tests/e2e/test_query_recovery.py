@@ -136,6 +136,7 @@ def runner_paused(e2e: E2E) -> Iterator[None]:
         e2e.stack.restart("runner")
 
 
+@pytest.mark.faults
 @pytest.mark.usefixtures("runner_paused")
 def test_query_killed_mid_projection_ends_equal_to_a_rebuild(e2e: E2E) -> None:
     db = e2e.client["database_url"]

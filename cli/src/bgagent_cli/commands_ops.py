@@ -54,7 +54,11 @@ def _nats_settings(config: CliConfig) -> NatsSettings:
     except ValueError as exc:
         raise CliError(str(exc)) from exc
     auth = config.nats_auth_as(ADMIN)
-    return NatsSettings(url=url, stream=config.stream, prefix=config.prefix, auth=auth)
+    if not 1 <= config.replicas <= 5:
+        raise CliError("BGAGENT_STREAM_REPLICAS must be a number from 1 to 5 (3 on a 3-node cluster)")
+    return NatsSettings(
+        url=url, stream=config.stream, prefix=config.prefix, auth=auth, replicas=config.replicas
+    )
 
 
 @admin_app.command("init")
@@ -348,12 +352,25 @@ def dev_up(
             "<BGAGENT_HOME>/repos is always allowed.",
         ),
     ] = None,
+    cluster: Annotated[
+        int,
+        typer.Option(
+            "--cluster",
+            metavar="N",
+            help="3: run NATS as a JetStream cluster of three nodes on loopback, streams and buckets "
+            "at 3 replicas; 1 (the default) runs one nats-server.",
+        ),
+    ] = 1,
     output: OutputOpt = Output.text,
 ) -> None:
     """Start nats-server, the four services (and the scripted model without ANTHROPIC_API_KEY)."""
     _, printer = _setup(output)
 
     def body() -> None:
+        if cluster not in (1, 3):
+            raise CliError(
+                f"--cluster {cluster}: the local NATS cluster has 3 nodes", hint="or 1: one nats-server"
+            )
         home = home_dir()
         recorded = Stack.load(str(home))
         if recorded is not None:
@@ -372,6 +389,7 @@ def dev_up(
             scripted_model=not use_claude,
             github_token=os.environ.get("GITHUB_TOKEN"),
             repo_roots=_repo_roots(repo_root or []),
+            nats_nodes=cluster,
         )
         try:
             state = Stack(spec).start()

@@ -62,6 +62,13 @@ def remove_token(home: Path) -> None:
     token_file(home).unlink(missing_ok=True)
 
 
+def _replicas(raw: str | None) -> int:
+    """``BGAGENT_STREAM_REPLICAS`` as a number; 0 when it is not one (the NATS admin commands refuse it)."""
+    if raw is None:
+        return 1
+    return int(raw.strip()) if raw.strip().isdigit() else 0
+
+
 class CliConfig(msgspec.Struct, frozen=True, kw_only=True):
     api_url: str | None = None
     query_url: str | None = None
@@ -70,6 +77,9 @@ class CliConfig(msgspec.Struct, frozen=True, kw_only=True):
     stream: str = DEFAULT_STREAM
     prefix: str = DEFAULT_PREFIX
     database_url: str | None = None
+    replicas: int = 1
+    """Stream and bucket replicas ``admin init`` provisions (``BGAGENT_STREAM_REPLICAS``, or the dev stack's:
+    its node count with ``dev up --cluster N``): never fewer than the deployment's by accident."""
     nats_auth: NatsAuth = NatsAuth()
     """Who NATS commands connect as: ``NATS_USER`` + ``NATS_PASSWORD_FILE`` (or ``NATS_PASSWORD``),
     or ``NATS_CREDS``."""
@@ -90,7 +100,8 @@ class CliConfig(msgspec.Struct, frozen=True, kw_only=True):
     @classmethod
     def from_client(cls, client: Mapping[str, str]) -> CliConfig:
         """The config for a stack this process started (its ``StackState.client``)."""
-        return msgspec.convert({k: v for k, v in client.items() if k in cls.__struct_fields__}, cls)
+        fields = {k: v for k, v in client.items() if k in cls.__struct_fields__}
+        return msgspec.convert(fields, cls, strict=False)  # "replicas": "3" (the client map holds strings)
 
     @classmethod
     def load(cls, env: Mapping[str, str] | None = None) -> CliConfig:
@@ -126,6 +137,7 @@ class CliConfig(msgspec.Struct, frozen=True, kw_only=True):
             stream=pick("BGAGENT_STREAM", "stream") or DEFAULT_STREAM,
             prefix=pick("BGAGENT_PREFIX", "prefix") or DEFAULT_PREFIX,
             database_url=pick("DATABASE_URL", "database_url"),
+            replicas=_replicas(pick("BGAGENT_STREAM_REPLICAS", "replicas")),
             nats_auth=nats_auth,
             nats_auth_dir=stack.get("nats_auth_dir") if own_nats and nats_auth_error is None else None,
             nats_auth_error=nats_auth_error,

@@ -80,6 +80,8 @@ _SUMMARIES: dict[str, Callable[[dict[str, Any]], str]] = {
     "pr_opened": lambda e: f"#{e['pr_number']} {e['pr_url']}",
     "pr_updated": lambda e: f"#{e['pr_number']} {e['pr_url']}",
     "task_completed": _completed,
+    "runner_lost": lambda e: f"attempt {e['attempt']}: {_short(e.get('detail') or 'runner lost', 120)}",
+    "task_requeued": lambda e: f"after attempt {e['attempt']}: {_short(e.get('reason') or '', 120)}",
     "task_failed": lambda e: f"{e['code']}: {_short(e['message'], 120)}",
     "task_cancelled": lambda e: f"by {e['cancelled_by']}{_opt(': ', e.get('reason'))}",
     "task_timed_out": lambda e: f"{e['limit']}: {e['message']}",
@@ -160,6 +162,14 @@ class Printer:
             ("Cost", f"${task['cost_usd']:.4f}{budget}"),
             ("Last milestone", task.get("last_milestone")),
             ("Current step", task.get("current_step")),
+            (
+                "Waiting since",
+                f"{task['waiting_since']} (for a runner)" if task.get("waiting_since") else None,
+            ),
+            (
+                "Attempt",
+                f"{task['attempt']} ({task['lost_attempts']} lost)" if task.get("lost_attempts") else None,
+            ),
             ("Queue position", task.get("queue_position")),
             ("Branch", task.get("branch")),
             ("Pull request", task.get("pr_url")),

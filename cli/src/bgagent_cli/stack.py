@@ -26,16 +26,18 @@ from urllib.parse import urlsplit, urlunsplit
 import msgspec
 
 from bgagent_contracts.auth import new_token
-from bgagent_eventstore import NatsSettings, TokenStore, connect, provision
+from bgagent_eventstore import NatsAuth, NatsSettings, TokenStore, connect, provision
 from bgagent_eventstore.nats_auth import ADMIN, auth_for, password_path, write_auth_dir
-from bgagent_testing.servers import NatsServer, ensure_database, free_port
+from bgagent_testing.servers import NatsCluster, NatsServer, ensure_database, free_port
 
 from .config import remove_token, stack_file, write_token
 from .errors import CliError
 
 logger = logging.getLogger(__name__)
 
-SERVICES = ("query", "admission", "runner", "fanout")
+SERVICES = ("query", "admission", "runner", "fanout", "reconciler")
+MODULES = {"reconciler": "bgagent_query.reconciler_main"}
+"""Services whose entry point is not ``python -m bgagent_<name>``."""
 DEV_TOKEN_NAME = "dev up"
 """The name of the managed token a stack issues; an older stack's tokens of that name are revoked."""
 
@@ -57,6 +59,10 @@ class StackSpec(msgspec.Struct, frozen=True, kw_only=True):
     database_url: str
     nats_url: str | None = None
     """An existing NATS to use; None starts a nats-server with its store under ``home``."""
+    nats_nodes: int = 1
+    """Without ``nats_url``: 1 starts one nats-server; 3 (``dev up --cluster 3``) a JetStream cluster of
+    that many nodes on loopback (``nats-n1``…, stores under ``dev/nats-cluster``), provisioned with that
+    many replicas, the services given every node's URL."""
     stream: str = "BGAGENT_TASKS"
     prefix: str = "bgagent"
     token: str = msgspec.field(default_factory=new_token)
@@ -158,7 +164,10 @@ def without_password(url: str) -> str:
 
 def public_client(client: Mapping[str, str]) -> dict[str, str]:
     """The client settings fit for ``stack.json``: no token, no password in any URL."""
-    return {k: without_password(v) if "://" in v else v for k, v in client.items() if k != "token"}
+    public = {k: without_password(v) if "://" in v else v for k, v in client.items() if k != "token"}
+    if "nats_url" in public:  # a cluster's URLs, comma-separated: each on its own
+        public["nats_url"] = ",".join(without_password(u) for u in client["nats_url"].split(","))
+    return public
 
 
 def _log_tail(path: str, lines: int = 15) -> str:
@@ -178,6 +187,8 @@ class Stack:
         self.state: StackState | None = None
         self.created_database = False
         """True when this stack's start created its database (only then may its owner drop it)."""
+        self.cluster: NatsCluster | None = None
+        """The NATS cluster this process started (``nats_nodes`` > 1), to kill and restart its nodes."""
         self._popen: dict[str, subprocess.Popen[bytes]] = {}
 
     # --- lifecycle -----------------------------------------------------------
@@ -188,6 +199,8 @@ class Stack:
         (self.dir / "ready").mkdir(exist_ok=True)
         procs: list[ProcInfo] = []
         nats_url = self.spec.nats_url
+        if nats_url is None and self.spec.nats_nodes > 1:
+            nats_url = self._start_cluster(procs)
         if nats_url is None:
             # its own server runs with a user per service (passwords kept across restarts of the stack)
             auth = write_auth_dir(self.nats_auth_dir, stream=self.spec.stream, prefix=self.spec.prefix)
@@ -235,6 +248,8 @@ class Stack:
         }
         if model_url:
             client["model_url"] = model_url
+        if self.replicas > 1:
+            client["replicas"] = str(self.replicas)  # what 'admin init' provisions on this stack
         if self.spec.nats_url is None:
             client["nats_auth_dir"] = str(self.nats_auth_dir)  # a folder: the CLI reads operator/admin there
         self.state = StackState(spec=self.spec, procs=procs, client=client, env=env)
@@ -250,9 +265,37 @@ class Stack:
             raise
         return self.state
 
+    def _start_cluster(self, procs: list[ProcInfo]) -> str:
+        """Start the NATS cluster (same users as the single server); its nodes join ``procs``."""
+        auth = write_auth_dir(self.nats_auth_dir, stream=self.spec.stream, prefix=self.spec.prefix)
+        self.cluster = NatsCluster(
+            self.spec.nats_nodes,
+            base_dir=str(self.dir / "nats-cluster"),
+            log_dir=str(self.logs),
+            auth_config=auth.config,
+        )
+        self.cluster.start()
+        for name, process in self.cluster.processes.items():
+            self._popen[f"nats-{name}"] = process  # stopped and reaped like the spawned services
+            procs.append(
+                ProcInfo(
+                    name=f"nats-{name}",
+                    pid=process.pid,
+                    log=str(self.logs / f"nats-{name}.log"),
+                    args=[],
+                    port=self.cluster.node(name).port,
+                    identity=_identity_after_exec(process.pid),
+                )
+            )
+        return self.cluster.url
+
     async def _prepare(self, nats_url: str) -> None:
         self.created_database = await ensure_database(self.spec.database_url)
-        settings = NatsSettings(url=nats_url, stream=self.spec.stream, prefix=self.spec.prefix)
+        # provisioning settings of the environment the services get (fault tests shorten the waits)
+        base = NatsSettings.from_env({**self.spec.extra_env, "NATS_URL": nats_url})
+        settings = msgspec.structs.replace(
+            base, stream=self.spec.stream, prefix=self.spec.prefix, replicas=self.replicas, auth=NatsAuth()
+        )
         admin = auth_for(self.nats_auth_dir, ADMIN) if self.spec.nats_url is None else None
         nc = await connect(nats_url, name="bgagent-dev", auth=admin)
         try:
@@ -267,6 +310,11 @@ class Stack:
             if record.active and record.name == DEV_TOKEN_NAME and record.user_id == self.spec.user:
                 await tokens.revoke(record.token_id)
         await tokens.create(self.spec.user, name=DEV_TOKEN_NAME, token=self.spec.token)
+
+    @property
+    def replicas(self) -> int:
+        """Stream and bucket replicas: one per node of the stack's own cluster, else 1."""
+        return self.spec.nats_nodes if self.spec.nats_url is None and self.spec.nats_nodes > 1 else 1
 
     @property
     def work_dir(self) -> Path:
@@ -297,6 +345,11 @@ class Stack:
                 "BGAGENT_LOG_LEVEL": os.environ.get("BGAGENT_LOG_LEVEL", "INFO"),
             }
         )
+        for key in ("BGAGENT_OTEL_FILE", "BGAGENT_LOG_FORMAT"):  # telemetry settings pass through
+            if os.environ.get(key):
+                env[key] = os.environ[key]
+        if self.replicas > 1:
+            env["BGAGENT_STREAM_REPLICAS"] = str(self.replicas)
         if self.spec.github_api_url:
             env["BGAGENT_GITHUB_API_URL"] = self.spec.github_api_url
         if self.spec.github_git_url:
@@ -323,7 +376,7 @@ class Stack:
         svc_env = dict(env, BGAGENT_READY_FILE=str(ready))
         if self.spec.nats_url is None:  # each service is its own NATS user; the password stays in its file
             svc_env.update(NATS_USER=name, NATS_PASSWORD_FILE=str(password_path(self.nats_auth_dir, name)))
-        info = self._spawn(name, [sys.executable, "-m", f"bgagent_{name}"], svc_env)
+        info = self._spawn(name, [sys.executable, "-m", MODULES.get(name, f"bgagent_{name}")], svc_env)
         deadline = time.monotonic() + timeout
         while not ready.exists():
             if self._exited(info):
@@ -440,12 +493,35 @@ class Stack:
             _signal_and_wait(info.pid, sig, self._popen.get(name))
 
     def restart(self, name: str, timeout: float = 30.0) -> ProcInfo:
-        """Start a service again with the stack's environment (after kill)."""
+        """Start a service again with the stack's environment (after kill); or a node of its cluster."""
         assert self.state is not None
+        if self.cluster is not None and name != "nats-server" and _is_nats(name):
+            return self._restart_node(name, timeout)
         if not self.state.env:
             raise CliError("only the process that started the stack can restart its services")
         new = self._start_service(name, self.state.env, timeout)
         new.port = self.proc(name).port
+        self.state.procs = [p if p.name != name else new for p in self.state.procs]
+        self._save()
+        return new
+
+    def _restart_node(self, name: str, timeout: float) -> ProcInfo:
+        """Start a killed cluster node on its ports and store; returns once the cluster has a leader."""
+        assert self.state is not None
+        assert self.cluster is not None
+        node = name.removeprefix("nats-")
+        self.cluster.restart(node, timeout)
+        process = self.cluster.processes[node]
+        self._popen[name] = process
+        old = self.proc(name)
+        new = ProcInfo(
+            name=name,
+            pid=process.pid,
+            log=old.log,
+            args=[],
+            port=old.port,
+            identity=_identity_after_exec(process.pid),
+        )
         self.state.procs = [p if p.name != name else new for p in self.state.procs]
         self._save()
         return new
@@ -464,8 +540,8 @@ class Stack:
         if self.state is None:
             return []
         procs = self.state.procs
-        outcomes = _stop_all([p for p in procs if p.name != "nats-server"], self._popen, grace)
-        outcomes += _stop_all([p for p in procs if p.name == "nats-server"], self._popen, grace)
+        outcomes = _stop_all([p for p in procs if not _is_nats(p.name)], self._popen, grace)
+        outcomes += _stop_all([p for p in procs if _is_nats(p.name)], self._popen, grace)
         stack_file(Path(self.spec.home)).unlink(missing_ok=True)
         remove_token(Path(self.spec.home))
         return outcomes
@@ -488,6 +564,11 @@ class Stack:
     def as_json(self) -> str:
         assert self.state is not None
         return json.dumps(public_client(self.state.client))
+
+
+def _is_nats(name: str) -> bool:
+    """``nats-server``, or a node of the stack's cluster (``nats-n1``…): stopped after the services."""
+    return name == "nats-server" or re.fullmatch(r"nats-n\d+", name) is not None
 
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")

@@ -218,6 +218,7 @@ class _SseStream:
     async def connect(self, client: httpx.AsyncClient) -> int | None:
         """Print events until the terminal one (its exit code) or until the server closes (None)."""
         self.connected = False
+        start = self.cursor
         headers = {"Authorization": f"Bearer {self._config.token}", "Last-Event-ID": str(self.cursor)}
         params = {"min_seq": str(self._min_seq)} if self._min_seq else {}
         async with aconnect_sse(client, "GET", self._url, headers=headers, params=params) as source:
@@ -236,9 +237,13 @@ class _SseStream:
                 self._printer.event(view)
                 if view["type"] in TERMINAL_EVENT_TYPES:
                     return EXIT_COMPLETED if view["type"] == "task_completed" else EXIT_NOT_COMPLETED
-        # Closed before the terminal event: a server going away, or a cursor past the end.
+        # Closed before the terminal event: a server going away, or a cursor past the end. A task
+        # that ended while this stream was cut still has events after the cursor (the terminal one
+        # at least): resume once more to print them; only a stream that had nothing left ends here.
         ended = await _terminal_status(client, self._config, self._task_id)
-        return exit_code_for(ended) if ended is not None else None
+        if ended is None or self.cursor > start:
+            return None
+        return exit_code_for(ended)
 
 
 async def _terminal_status(client: httpx.AsyncClient, config: CliConfig, task_id: str) -> Status | None:

@@ -49,6 +49,8 @@ STABLE_TAGS = [
     "review_posted",
     "trace_stored",
     "task_completed",
+    "runner_lost",
+    "task_requeued",
     "task_failed",
     "task_cancelled",
     "task_timed_out",

@@ -11,6 +11,8 @@ from bgagent_contracts.views import event_view, task_view
 
 TASK_VIEW_KEYS = {
     "task_id",
+    "waiting_since",
+    "lost_attempts",
     "user_id",
     "status",
     "repo",
@@ -89,7 +91,14 @@ def test_task_view_rounds_cost_to_micro_dollars(make: Any) -> None:
 
 
 def test_every_task_state_field_is_shown_or_deliberately_internal() -> None:
-    internal = {"runner_id", "pr_number_opened", "acknowledged_nudges", "event_count"}
+    internal = {
+        "runner_id",
+        "pr_number_opened",
+        "acknowledged_nudges",
+        "event_count",
+        "lost_runner_id",  # in current_step and the runner_lost event
+        "requeued_attempt",  # the reconciler's own bookkeeping
+    }
     shown_as = {"pending_nudges"}  # a count in the view
     fields = set(TaskState.__struct_fields__)
     assert fields - internal - shown_as <= TASK_VIEW_KEYS

@@ -16,8 +16,9 @@ from bgagent_contracts.writers import ACCESS, WRITERS, Bucket, Durable, Role, wr
 
 ROOT = Path(__file__).resolve().parents[3]
 
-# DESIGN §3 "Who writes what", transcribed. The reconciler row (``task_failed`` RUNNER_LOST /
-# STRANDED) has no process yet, and the "admission (later)" row names events that do not exist yet.
+# DESIGN §3 "Who writes what", transcribed. The reconciler row says ``task_failed`` (RUNNER_LOST /
+# STRANDED) and "re-enqueue of a lost task": bgagent records the re-enqueue as ``task_requeued`` and
+# the loss as ``runner_lost`` (ADR 0006). The "admission (later)" row names events that do not exist yet.
 DESIGN_WRITERS = {
     "admission": {
         "task_submitted",
@@ -50,6 +51,7 @@ DESIGN_WRITERS = {
     },
     "query": set(),
     "fanout": set(),
+    "reconciler": {"runner_lost", "task_requeued", "task_failed"},
 }
 
 
@@ -63,9 +65,10 @@ def test_every_event_type_has_a_writer_and_the_table_names_only_event_types() ->
     assert {t for t in EVENT_TYPE_NAMES if not writers_of(t)} == set()
 
 
-def test_only_cancellation_is_written_by_two_services() -> None:
+def test_only_cancellation_and_failure_are_written_by_two_services() -> None:
     shared = {t for t in EVENT_TYPE_NAMES if len(writers_of(t)) > 1}
-    assert shared == {"task_cancelled"}
+    assert shared == {"task_cancelled", "task_failed"}
+    assert writers_of("task_failed") == {Role.RUNNER, Role.RECONCILER}
     assert writers_of("task_submitted") == {Role.ADMISSION}
     assert writers_of("task_completed") == {Role.RUNNER}
     assert writers_of("no_such_event") == frozenset()
@@ -79,6 +82,11 @@ def test_readers_write_no_event_and_each_service_keeps_to_its_own_state() -> Non
     assert ACCESS[Role.ADMISSION].kv == {Bucket.IDEMPOTENCY}
     assert ACCESS[Role.FANOUT].kv == {Bucket.COMMENTS}
     assert ACCESS[Role.RUNNER].object_stores == {Bucket.TRACES}
+    # heartbeats: runners write them, the reconciler only reads them
+    assert {r for r, a in ACCESS.items() if Bucket.HEARTBEATS in a.kv} == {Role.RUNNER}
+    assert {r for r, a in ACCESS.items() if Bucket.HEARTBEATS in a.kv_reads} == {Role.RECONCILER}
+    assert ACCESS[Role.RECONCILER].durable is None
+    assert ACCESS[Role.RECONCILER].inspects == {Durable.RUNNER}
     # the poison bucket is shared, but each reader writes only its own keys
     assert {r for r, a in ACCESS.items() if Bucket.POISON in a.kv_own_keys} == {Role.RUNNER, Role.FANOUT}
     assert all(Bucket.POISON not in a.kv for a in ACCESS.values())

@@ -15,12 +15,16 @@ from nats.js.api import AckPolicy, RetentionPolicy, StorageType
 
 from bgagent_contracts import MalformedEventError, decode_event, encode_event
 from bgagent_contracts.subjects import (
+    advisory_stream,
     all_tasks_filter,
     comments_bucket,
     event_type_filter,
     fanout_consumer,
+    heartbeats_bucket,
     idempotency_bucket,
+    max_deliveries_subject,
     poison_bucket,
+    reconciler_consumer,
     runner_consumer,
     task_filter,
     task_subject,
@@ -71,6 +75,9 @@ async def test_provision_is_idempotent(nc: Client, provisioned: NatsSettings) ->
             f"kv {poison_bucket(s.prefix)}",
             f"kv {tokens_bucket(s.prefix)}",
             f"object store {traces_bucket(s.prefix)}",
+            f"kv {heartbeats_bucket(s.prefix)}",
+            f"stream {advisory_stream(s.stream)}",
+            f"consumer {reconciler_consumer(s.prefix)}",
         ]
     )
     assert (await js.stream_info(s.stream)).config == stream_before
@@ -92,9 +99,20 @@ async def test_provisioned_assets_match_the_design(nc: Client, provisioned: Nats
     assert config.duplicate_window >= 120
     assert config.max_age == pytest.approx(90 * 86400)
     runner = (await js.consumer_info(s.stream, runner_consumer(s.prefix))).config
-    assert runner.filter_subject == event_type_filter("task_submitted", s.prefix)
+    assert runner.filter_subjects == [
+        event_type_filter("task_submitted", s.prefix),
+        event_type_filter("task_requeued", s.prefix),
+    ]
     assert runner.ack_policy == AckPolicy.EXPLICIT
     assert runner.max_deliver == 5
+    assert runner.ack_wait == pytest.approx(s.runner_ack_wait_s)
+    # runner liveness: a KV bucket whose TTL drops a silent runner's keys
+    heartbeats = await (await js.key_value(heartbeats_bucket(s.prefix))).status()
+    assert heartbeats.ttl == pytest.approx(s.heartbeat_ttl_s)
+    # JetStream only fires max-deliveries advisories: a stream keeps them for the reconcilers
+    advisories = (await js.stream_info(advisory_stream(s.stream))).config
+    assert advisories.subjects == [max_deliveries_subject(s.stream, s.prefix)]
+    await js.consumer_info(advisory_stream(s.stream), reconciler_consumer(s.prefix))
     fanout = (await js.consumer_info(s.stream, fanout_consumer(s.prefix))).config
     assert fanout.filter_subject == all_tasks_filter(s.prefix)
     await js.key_value(comments_bucket(s.prefix))

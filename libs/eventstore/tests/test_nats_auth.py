@@ -32,14 +32,19 @@ from bgagent_contracts import (
     Milestone,
     NudgeRequested,
     TaskCompleted,
+    TaskFailed,
+    TaskRequeued,
     TaskStarted,
     TaskSubmitted,
 )
 from bgagent_contracts.subjects import (
+    advisory_stream,
     comments_bucket,
     fanout_consumer,
+    heartbeats_bucket,
     idempotency_bucket,
     poison_bucket,
+    reconciler_consumer,
     runner_consumer,
     task_filter,
     task_subject,
@@ -59,6 +64,8 @@ from bgagent_eventstore import (
     read_direct,
     record_poison,
 )
+from bgagent_eventstore.heartbeats import Heartbeats, read_beats
+from bgagent_eventstore.heartbeats import bucket as heartbeat_bucket
 from bgagent_eventstore.nats_auth import ADMIN, OPERATOR, auth_for, write_auth_dir
 from bgagent_testing.servers import NatsServer, ServerError
 
@@ -261,6 +268,9 @@ async def test_runner_claims_works_and_finishes_a_task(authed: AuthServer) -> No
         await traces.put(f"{task}/1", b"first trace")
         await traces.put(f"{task}/1", b"the trace again")  # replacing purges the old chunks
         await record_poison(js, authed.prefix, reader="runner", seq=1, subject="x", reason="r", size_bytes=1)
+        beats = Heartbeats(await heartbeat_bucket(js, authed.prefix), "runner-a")
+        await beats.hold(task, 1)
+        await beats.beat()
 
         async with authed.client(Role.ADMISSION) as adm:
             cancel = CancelRequested(
@@ -294,6 +304,50 @@ async def _fetch_task(psub: nats.js.JetStreamContext.PullSubscription, task_id: 
                 return msg
             await msg.ack()
     raise AssertionError(f"no delivery of {task_id}")
+
+
+async def test_reconciler_reads_heartbeats_and_the_queue_and_appends_only_its_events(
+    authed: AuthServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="bgagent_eventstore.connect")
+    task = new_id()
+    async with authed.client(Role.ADMISSION) as adm:
+        [seq] = await authed.store(adm).append(task, [submitted(task)], expected_seq=0)
+    async with authed.client(Role.RUNNER) as runner:
+        await Heartbeats(await heartbeat_bucket(runner.jetstream(), authed.prefix), "r1").hold(task, 1)
+    async with authed.client(Role.RECONCILER) as nc:
+        js = nc.jetstream()
+        store = authed.store(nc)
+        await js.consumer_info(authed.stream, runner_consumer(authed.prefix))
+        kv = await heartbeat_bucket(js, authed.prefix)
+        assert f"task.{task}" in await read_beats(kv)
+        advisories = await js.pull_subscribe_bind(
+            durable=reconciler_consumer(authed.prefix), stream=advisory_stream(authed.stream)
+        )
+        with contextlib.suppress(nats.errors.TimeoutError):
+            await advisories.fetch(1, timeout=0.2)
+        head = {"task_id": task, "ts": now(), "actor": Actor.RECONCILER}
+        seqs = await store.append(
+            task,
+            [
+                TaskRequeued(**head, event_id=new_id(), attempt=0),
+                TaskFailed(**head, event_id=new_id(), code="STRANDED", message="no runner"),
+            ],
+            expected_seq=seq,
+        )
+        assert len(seqs) == 2
+        not_ours = sorted(EVENT_TYPE_NAMES - WRITERS[Role.RECONCILER])
+        subjects = [task_subject(task, t, authed.prefix) for t in not_ours]
+        await assert_refused(
+            nc,
+            caplog,
+            [
+                *subjects,
+                f"$KV.{heartbeats_bucket(authed.prefix)}.task.{task}",
+                f"$JS.API.CONSUMER.MSG.NEXT.{authed.stream}.{runner_consumer(authed.prefix)}",
+            ],
+            authed,
+        )
 
 
 async def test_runner_cannot_submit_or_write_another_readers_poison_records(
@@ -423,7 +477,10 @@ async def test_a_reader_cannot_reconfigure_a_services_durable_consumer(
         assert reply["name"] == own
     async with authed.client(ADMIN) as admin:
         info = await admin.jetstream().consumer_info(stream, runner)
-    assert info.config.filter_subject == f"{authed.prefix}.task.*.task_submitted"
+    assert info.config.filter_subjects == [
+        f"{authed.prefix}.task.*.task_submitted",
+        f"{authed.prefix}.task.*.task_requeued",
+    ]
 
 
 async def test_an_ephemeral_consumer_cannot_be_turned_into_a_writer(authed: AuthServer) -> None:

@@ -41,6 +41,15 @@ def test_settings_read_the_standard_names() -> None:
     )
 
 
+def test_the_nats_outage_budget_defaults_to_a_minute_and_stays_inside_the_duplicate_window() -> None:
+    assert NatsSettings.from_env({}).outage_s == 60.0
+    assert NatsSettings.from_env({"BGAGENT_NATS_OUTAGE_S": "5"}).outage_s == 5.0
+    assert NatsSettings.from_env({"BGAGENT_NATS_OUTAGE_S": "0"}).outage_s == 0.0
+    for bad in ("-1", "121"):
+        with pytest.raises(ValueError, match="BGAGENT_NATS_OUTAGE_S"):
+            NatsSettings.from_env({"BGAGENT_NATS_OUTAGE_S": bad})
+
+
 @pytest.mark.parametrize("prefix", ["a.*", "", "a b"])
 def test_settings_reject_a_bad_prefix(prefix: str) -> None:
     with pytest.raises(ValueError, match="invalid subject prefix"):

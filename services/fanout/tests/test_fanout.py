@@ -140,9 +140,10 @@ class Harness:
         self.store = store
         self._running: list[tuple[asyncio.Event, asyncio.Task[None], GitHubClient]] = []
 
-    async def start(self) -> tuple[Fanout, GitHubClient]:
+    async def start(self, **github_options: Any) -> tuple[Fanout, GitHubClient]:
         stopping = asyncio.Event()
-        github = GitHubClient(self.gh.api_url, TOKEN, backoff_base_s=0.05, stopping=stopping)
+        options = {"backoff_base_s": 0.05, **github_options}
+        github = GitHubClient(self.gh.api_url, TOKEN, stopping=stopping, **options)
         kv = await self.nc.jetstream().key_value(comments_bucket(self.settings.prefix))
         fanout = Fanout(
             self.nc,
@@ -304,6 +305,50 @@ async def test_server_errors_are_retried_with_backoff(
     assert posts == [502, 502, 201]
     assert client.retried == 2
     assert len(github.comments(include_deleted=True)) == 1
+
+
+@pytest.mark.faults
+async def test_github_answering_5xx_for_a_while_ends_with_the_final_state_in_one_comment(
+    harness: Harness, github: FakeGitHub, event_store: JetStreamEventStore
+) -> None:
+    outage_s = 6.0  # stands for minutes: the backoff cap (BGAGENT_FANOUT_BACKOFF_MAX_S) is what scales
+    _, client = await harness.start(backoff_max_s=0.5)
+    task = TaskWriter(event_store, issue_number=github.create_issue("acme", "widgets"))
+    await task.emit(task.submitted())
+    await wait_until(harness.body_has("SUBMITTED"), what="the first comment")
+
+    github.inject(503, times=None, path_prefix="/repos/acme/widgets/")
+    down_at = time.monotonic()
+    await task.emit(*task.start(), *task.turn(1), *task.finish(turns=1))
+    await wait_until(lambda: time.monotonic() - down_at >= outage_s, timeout=outage_s + 1, what="the outage")
+    failed = [e for e in github.request_log() if e["status"] == 503]
+    assert len(failed) >= 3, "the fanout stopped retrying during the outage"
+    assert "COMPLETED" not in github.comments()[0]["body"]
+    github.clear_faults()
+    recovered_at = time.monotonic()
+
+    await wait_until(harness.body_has("### bgagent — COMPLETED"), timeout=10, what="the catch-up")
+    assert time.monotonic() - recovered_at < 5  # backoff capped, not grown with the outage
+    assert len(github.comments(include_deleted=True)) == 1
+    assert github.request_counts()[POST] == 1
+    assert client.retried >= len(failed)
+
+
+@pytest.mark.faults
+async def test_a_post_that_fails_after_github_created_the_comment_is_not_posted_again(
+    harness: Harness, github: FakeGitHub, event_store: JetStreamEventStore
+) -> None:
+    _, client = await harness.start()
+    github.inject(502, times=1, method="POST", path_prefix="/repos/acme/widgets/issues/", applied=True)
+    task = TaskWriter(event_store, issue_number=github.create_issue("acme", "widgets"))
+    await task.emit(task.submitted())
+    await wait_until(lambda: client.retried == 1, what="the failed POST")
+    await task.emit(*task.start(), *task.turn(1), *task.finish(turns=1))
+    await wait_until(harness.body_has("### bgagent — COMPLETED"), what="the final state")
+
+    (comment,) = github.comments(include_deleted=True)
+    assert [e["status"] for e in github.request_log() if e["route"] == POST] == [502]
+    assert comment["history"][0]["action"] == "created"
 
 
 async def test_malformed_message_is_skipped_and_later_events_processed(

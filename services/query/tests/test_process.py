@@ -73,6 +73,7 @@ def query_process(db_url: str, provisioned: NatsSettings, tmp_path: Path) -> Ite
             process.stop()
 
 
+@pytest.mark.faults
 async def test_sigkill_mid_projection_then_restart_equals_rebuild(
     query_process: QueryProcess,
     event_store: JetStreamEventStore,

@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import pytest
 from ulid import ULID
 
-from bgagent_contracts import Actor, Milestone, NudgeRequested, TaskFailed, TaskStarted, TaskSubmitted
-from bgagent_eventstore import MemoryEventStore, NatsSettings
+from bgagent_contracts import (
+    Actor,
+    Event,
+    Milestone,
+    NudgeRequested,
+    TaskFailed,
+    TaskStarted,
+    TaskSubmitted,
+)
+from bgagent_eventstore import ConcurrencyError, MemoryEventStore, NatsSettings, TaskLog
 from bgagent_runner.errors import RepoNotAllowedError
 from bgagent_runner.intake import submission_problem
 from bgagent_runner.prompts import nudge_block
 from bgagent_runner.sandbox import SandboxSettings
-from bgagent_runner.session import ClaimLost, claim
+from bgagent_runner.session import ClaimLost, TaskSession, claim
 from bgagent_runner.settings import Settings
 from bgagent_runner.workspace import git_env, parse_repo
 
@@ -147,6 +156,53 @@ async def test_session_emit_survives_a_concurrent_admission_append() -> None:
     assert [n.nudge_id for n in session.state.pending_nudges] == ["n1"]
     assert session.last_seq == store.all()[-1].seq
     assert session.state.last_milestone == "m2"
+
+
+class _AnswerLost:
+    """A store whose first append lands, is followed by a nudge, and reports a conflict (the retry of a
+    publish whose answer was lost in an outage); later appends of stored events answer their old
+    sequences, as JetStream does for a repeated ``Nats-Msg-Id``."""
+
+    def __init__(self, inner: MemoryEventStore, nudge: NudgeRequested) -> None:
+        self.inner = inner
+        self.nudge = nudge
+        self.first = True
+
+    async def append(self, task_id: str, events: Sequence[Event], *, expected_seq: int) -> list[int]:
+        if self.first:
+            self.first = False
+            seqs = await self.inner.append(task_id, events, expected_seq=expected_seq)
+            (nudged,) = await self.inner.append(task_id, [self.nudge], expected_seq=seqs[-1])
+            raise ConcurrencyError(task_id, expected_seq, nudged, appended=0)
+        stored = {r.event.event_id: r.seq for r in self.inner.all()}
+        if all(e.event_id in stored for e in events):
+            return [stored[e.event_id] for e in events]
+        return await self.inner.append(task_id, events, expected_seq=expected_seq)
+
+    async def read(self, task_id: str, *, after_seq: int = 0) -> TaskLog:
+        return await self.inner.read(task_id, after_seq=after_seq)
+
+
+async def test_session_emit_does_not_fold_twice_an_event_whose_append_answer_was_lost() -> None:
+    inner = MemoryEventStore()
+    task_id = await _submitted(inner)
+    claimed = await claim(inner, await inner.read(task_id), "r1", now=datetime.now(UTC))
+    nudge = NudgeRequested(
+        task_id=task_id,
+        event_id=str(ULID()),
+        ts=datetime.now(UTC),
+        actor=Actor.ADMISSION,
+        nudge_id="n1",
+        requested_by="u",
+        message="hi",
+    )
+    session = TaskSession(_AnswerLost(inner, nudge), claimed.state)
+    session.attempt = claimed.attempt
+
+    await session.emit(Milestone(**session.common(), name="m1"))
+
+    assert [type(r.event) for r in inner.all()][-2:] == [Milestone, NudgeRequested]  # stored once
+    assert session.state == (await inner.read(task_id)).state()  # folded once, cursor not moved back
 
 
 async def test_claim_of_a_terminal_task_is_lost() -> None:

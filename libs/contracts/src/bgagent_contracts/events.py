@@ -215,6 +215,26 @@ class TaskCompleted(_RunnerEvent, frozen=True, kw_only=True, tag="task_completed
     head_sha: str | None = None
 
 
+# --- written by the reconciler ----------------------------------------------
+
+
+class RunnerLost(_Event, frozen=True, kw_only=True, tag="runner_lost"):
+    """The runner of ``attempt`` stopped heartbeating: the task waits for attempt n+1."""
+
+    attempt: Count
+    runner_id: Name | None = None
+    detail: str = ""
+
+
+class TaskRequeued(_Event, frozen=True, kw_only=True, tag="task_requeued"):
+    """The task's work message is gone while attempts remain: this message is its new one (the
+    runner's work consumer pulls ``task_submitted`` and ``task_requeued``)."""
+
+    attempt: Count
+    """The attempt that was current when the task was requeued (0: never started)."""
+    reason: str = ""
+
+
 # --- terminal events more than one writer may append -----------------------
 
 
@@ -260,6 +280,8 @@ Event = (
     | ReviewPosted
     | TraceStored
     | TaskCompleted
+    | RunnerLost
+    | TaskRequeued
     | TaskFailed
     | TaskCancelled
     | TaskTimedOut
@@ -287,6 +309,8 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     ReviewPosted,
     TraceStored,
     TaskCompleted,
+    RunnerLost,
+    TaskRequeued,
     TaskFailed,
     TaskCancelled,
     TaskTimedOut,
@@ -301,6 +325,9 @@ def event_type(event: Event) -> str:
 
 
 EVENT_TYPE_NAMES: frozenset[str] = frozenset(str(cls.__struct_config__.tag) for cls in EVENT_TYPES)
+
+WORK_EVENT_TYPES: tuple[str, ...] = ("task_submitted", "task_requeued")
+"""The event types the runners' work consumer delivers: each one asks a runner to claim the task."""
 
 TERMINAL_EVENT_TYPES: frozenset[str] = frozenset(
     {"task_completed", "task_failed", "task_cancelled", "task_timed_out"}

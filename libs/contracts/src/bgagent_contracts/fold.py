@@ -79,11 +79,14 @@ def _create(event: ev.Event) -> TaskState | None:
 
 
 def _touch(state: TaskState, event: ev.Event) -> TaskState:
+    # An event of the current attempt's runner shows it is alive: it no longer waits for one.
+    alive = state.waiting_since is not None and event.actor == ev.Actor.RUNNER
     return _replace(
         state,
         updated_at=event.ts,
         last_event_type=ev.event_type(event),
         last_event_at=event.ts,
+        waiting_since=None if alive else state.waiting_since,
     )
 
 
@@ -111,6 +114,7 @@ def _(event: ev.TaskStarted, state: TaskState) -> TaskState:
         turn=0,
         current_step="preparing workspace",
         pending_approval=None,
+        waiting_since=None,
     )
 
 
@@ -244,6 +248,35 @@ def _(event: ev.AgentFinished, state: TaskState) -> TaskState:
         return state
     return _replace(
         state, status=Status.FINALIZING, turn=max(state.turn, event.turns), current_step="finalizing"
+    )
+
+
+@_apply.register
+def _(event: ev.RunnerLost, state: TaskState) -> TaskState:
+    if state.status not in _ACTIVE or state.waiting_since is not None:
+        return state
+    who = f"runner {event.runner_id}" if event.runner_id else "its runner"
+    return _replace(
+        state,
+        waiting_since=event.ts,
+        lost_runner_id=event.runner_id,
+        lost_attempts=state.lost_attempts + 1,
+        current_step=(
+            f"{who} was lost at {event.ts:%H:%M:%S} UTC (attempt {event.attempt}); waiting for a runner"
+        ),
+    )
+
+
+@_apply.register
+def _(event: ev.TaskRequeued, state: TaskState) -> TaskState:
+    if state.requeued_attempt == state.attempt:
+        return state
+    step = state.current_step if state.waiting_since is not None else "requeued; waiting for a runner"
+    return _replace(
+        state,
+        requeued_attempt=state.attempt,
+        waiting_since=state.waiting_since or event.ts,
+        current_step=step,
     )
 
 

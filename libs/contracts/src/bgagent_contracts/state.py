@@ -103,6 +103,13 @@ class TaskState(msgspec.Struct, frozen=True, kw_only=True):
     pending_nudges: tuple[PendingNudge, ...] = ()
     acknowledged_nudges: int = 0
     pending_approval: str | None = None
+    waiting_since: datetime | None = None
+    """Since when the task waits for a runner after its runner was lost (cleared by task_started)."""
+    lost_runner_id: str | None = None
+    lost_attempts: int = 0
+    """Attempts whose runner was lost (``runner_lost`` events)."""
+    requeued_attempt: int | None = None
+    """The attempt that was current at the last ``task_requeued`` (one requeue per attempt)."""
     last_event_type: str | None = None
     last_event_at: datetime | None = None
     last_seq: int = 0

@@ -91,3 +91,23 @@ def poison_bucket(prefix: str = DEFAULT_PREFIX) -> str:
 def tokens_bucket(prefix: str = DEFAULT_PREFIX) -> str:
     """KV bucket: token id → managed API token record (SHA-256 digest, user, admin, revoked_at)."""
     return f"{prefix.replace('.', '_')}_tokens"
+
+
+def heartbeats_bucket(prefix: str = DEFAULT_PREFIX) -> str:
+    """KV bucket with a TTL: ``task.<task_id>`` → the runner holding it, ``runner.<id>`` → a live runner."""
+    return f"{prefix.replace('.', '_')}_heartbeats"
+
+
+def reconciler_consumer(prefix: str = DEFAULT_PREFIX) -> str:
+    """Durable consumer of the reconcilers on the advisory stream (shared by every instance)."""
+    return f"{prefix.replace('.', '_')}_reconciler"
+
+
+def advisory_stream(stream: str = DEFAULT_STREAM) -> str:
+    """The stream that keeps JetStream's max-deliveries advisories of the runner consumer."""
+    return f"{stream}_ADVISORIES"
+
+
+def max_deliveries_subject(stream: str, prefix: str = DEFAULT_PREFIX) -> str:
+    """The advisory JetStream publishes when the runner consumer gives up on a message."""
+    return f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{stream}.{runner_consumer(prefix)}"

@@ -39,6 +39,8 @@ def task_view(state: TaskState, *, queue_position: int | None = None) -> dict[st
         "cancel_requested": state.cancel_requested,
         "pending_nudges": len(state.pending_nudges),
         "pending_approval": state.pending_approval,
+        "waiting_since": to_builtins(state.waiting_since),
+        "lost_attempts": state.lost_attempts,
         "created_at": to_builtins(state.created_at),
         "updated_at": to_builtins(state.updated_at),
         "started_at": to_builtins(state.started_at),

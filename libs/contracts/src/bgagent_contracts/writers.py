@@ -15,6 +15,7 @@ from types import MappingProxyType
 from .subjects import (
     comments_bucket,
     fanout_consumer,
+    heartbeats_bucket,
     idempotency_bucket,
     poison_bucket,
     runner_consumer,
@@ -30,6 +31,7 @@ class Role(enum.StrEnum):
     RUNNER = "runner"
     QUERY = "query"
     FANOUT = "fanout"
+    RECONCILER = "reconciler"
 
 
 class Bucket(enum.StrEnum):
@@ -40,6 +42,7 @@ class Bucket(enum.StrEnum):
     POISON = "poison"
     TRACES = "traces"
     TOKENS = "tokens"
+    HEARTBEATS = "heartbeats"
 
     def bucket_name(self, prefix: str) -> str:
         return _BUCKET_NAMES[self](prefix)
@@ -51,6 +54,7 @@ _BUCKET_NAMES = {
     Bucket.POISON: poison_bucket,
     Bucket.TRACES: traces_bucket,
     Bucket.TOKENS: tokens_bucket,
+    Bucket.HEARTBEATS: heartbeats_bucket,
 }
 
 
@@ -94,6 +98,9 @@ RUNNER_WRITES: frozenset[str] = frozenset(
     }
 )
 
+RECONCILER_WRITES: frozenset[str] = frozenset({"runner_lost", "task_requeued", "task_failed"})
+"""``task_failed`` only with ``RUNNER_LOST`` or ``STRANDED`` (``bgagent_contracts.reconcile``)."""
+
 
 @dataclass(frozen=True)
 class Access:
@@ -106,6 +113,10 @@ class Access:
     """Event types it appends (publishes on ``<prefix>.task.*.<type>``)."""
     listens: frozenset[str] = frozenset()
     """Event types it subscribes to live over core NATS (the runner's cancel watch)."""
+    inspects: frozenset[Durable] = frozenset()
+    """Durable consumers whose info it reads, never pulls from (the reconciler: the runner queue)."""
+    advisories: bool = False
+    """Whether it pulls the max-deliveries advisories of the runner consumer (its own durable)."""
     durable: Durable | None = None
     """The durable consumer it pulls from and acks."""
     follows: bool = False
@@ -131,6 +142,7 @@ ACCESS: Mapping[Role, Access] = MappingProxyType(
             appends=RUNNER_WRITES,
             listens=frozenset({"cancel_requested"}),
             durable=Durable.RUNNER,
+            kv=frozenset({Bucket.HEARTBEATS}),
             kv_own_keys=frozenset({Bucket.POISON}),
             object_stores=frozenset({Bucket.TRACES}),
         ),
@@ -139,6 +151,12 @@ ACCESS: Mapping[Role, Access] = MappingProxyType(
             durable=Durable.FANOUT,
             kv=frozenset({Bucket.COMMENTS}),
             kv_own_keys=frozenset({Bucket.POISON}),
+        ),
+        Role.RECONCILER: Access(
+            appends=RECONCILER_WRITES,
+            inspects=frozenset({Durable.RUNNER}),
+            advisories=True,
+            kv_reads=frozenset({Bucket.HEARTBEATS}),
         ),
     }
 )

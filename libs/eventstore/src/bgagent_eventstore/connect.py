@@ -12,7 +12,7 @@ import nats
 from nats.aio.client import Client
 
 from .errors import NatsAuthError, ServerTooOldError, StoreUnavailableError
-from .settings import NatsAuth
+from .settings import NatsAuth, nats_servers
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +68,8 @@ async def connect(
 ) -> Client:
     """Connect with unlimited reconnects and a short ping interval; refuse servers older than 2.11.
 
+    ``url`` is one NATS URL or a cluster's URLs separated by commas: the client gets all of them, so
+    it connects to any node that answers and moves to another when its node goes away.
     ``auth`` says who connects (``NatsSettings.auth``: ``NATS_USER`` + ``NATS_PASSWORD_FILE``, or
     ``NATS_CREDS``); None or empty connects without credentials, which an authenticated server refuses
     with NatsAuthError. The first connection is tried a few times and then fails with
@@ -91,7 +93,7 @@ async def connect(
 
     try:
         nc = await nats.connect(
-            url,
+            servers=nats_servers(url),
             name=name,
             connect_timeout=connect_timeout,
             max_reconnect_attempts=INITIAL_RECONNECTS,

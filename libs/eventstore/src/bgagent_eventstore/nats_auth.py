@@ -1,6 +1,6 @@
 """The nats-server authorization config, generated from the writer table.
 
-One user per service (``admission``, ``runner``, ``query``, ``fanout``; rights from
+One user per service (``admission``, ``runner``, ``query``, ``fanout``, ``reconciler``; rights from
 ``bgagent_contracts.writers.ACCESS``), a read-only ``operator`` (``bgagent watch``, ``nats stream
 view``) and ``admin`` (``bgagent admin init|rebuild|poison|token``, break-glass; the only writer
 of the managed API tokens). A service may publish only the task subjects of the event types it
@@ -23,6 +23,7 @@ from pathlib import Path
 
 import msgspec
 
+from bgagent_contracts.subjects import advisory_stream, reconciler_consumer
 from bgagent_contracts.writers import ACCESS, Durable, Role
 
 from .connect import inbox_prefix
@@ -147,6 +148,10 @@ def service_permissions(role: Role, *, stream: str, prefix: str) -> Permissions:
         publish += _durable(stream, a.durable.consumer_name(prefix))
     if a.follows:
         publish += _ordered(stream)
+    for durable in sorted(a.inspects):
+        publish.append(f"$JS.API.CONSUMER.INFO.{stream}.{durable.consumer_name(prefix)}")
+    if a.advisories:
+        publish += _durable(advisory_stream(stream), reconciler_consumer(prefix))
     for bucket in sorted(a.kv):
         publish += _kv(bucket.bucket_name(prefix))
     for bucket in sorted(a.kv_reads):

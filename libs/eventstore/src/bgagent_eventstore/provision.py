@@ -19,13 +19,18 @@ from nats.js.api import (
     StreamConfig,
 )
 
+from bgagent_contracts import WORK_EVENT_TYPES
 from bgagent_contracts.subjects import (
+    advisory_stream,
     all_tasks_filter,
     comments_bucket,
     event_type_filter,
     fanout_consumer,
+    heartbeats_bucket,
     idempotency_bucket,
+    max_deliveries_subject,
     poison_bucket,
+    reconciler_consumer,
     runner_consumer,
     tokens_bucket,
     traces_bucket,
@@ -37,7 +42,6 @@ from .settings import NatsSettings
 logger = logging.getLogger(__name__)
 
 DUPLICATE_WINDOW_S = 120.0
-RUNNER_ACK_WAIT_S = 30.0
 RUNNER_MAX_DELIVER = 5
 TOKENS_HISTORY = 5
 """Revisions kept per managed API token (creation, revocation): who had it, and since when."""
@@ -68,10 +72,10 @@ def stream_config(s: NatsSettings) -> StreamConfig:
 def runner_consumer_config(s: NatsSettings) -> ConsumerConfig:
     return ConsumerConfig(
         durable_name=runner_consumer(s.prefix),
-        filter_subject=event_type_filter("task_submitted", s.prefix),
+        filter_subjects=[event_type_filter(t, s.prefix) for t in WORK_EVENT_TYPES],
         ack_policy=AckPolicy.EXPLICIT,
         deliver_policy=DeliverPolicy.ALL,
-        ack_wait=RUNNER_ACK_WAIT_S,
+        ack_wait=s.runner_ack_wait_s,
         max_deliver=RUNNER_MAX_DELIVER,
         max_ack_pending=1000,
     )
@@ -97,7 +101,14 @@ _STREAM_FIELDS = (
     "allow_direct",
     "num_replicas",
 )
-_CONSUMER_FIELDS = ("filter_subject", "ack_policy", "ack_wait", "max_deliver", "max_ack_pending")
+_CONSUMER_FIELDS = (
+    "filter_subject",
+    "filter_subjects",
+    "ack_policy",
+    "ack_wait",
+    "max_deliver",
+    "max_ack_pending",
+)
 
 
 def _differs(current: object, wanted: object, fields: tuple[str, ...]) -> list[str]:
@@ -171,5 +182,89 @@ async def provision(js: JetStreamContext, s: NatsSettings) -> ProvisionReport:
     except nats.js.errors.BucketNotFoundError:
         await js.create_object_store(traces, ObjectStoreConfig(storage=StorageType.FILE, replicas=s.replicas))
         report.created.append(f"object store {traces}")
+    await _provision_reconciliation(js, s, report)
+    await match_replicas(js, s, report)
     logger.info("provisioned", extra={"assets_created": report.created, "assets_updated": report.updated})
     return report
+
+
+ADVISORY_MAX_AGE_S = 7 * 86400.0
+
+
+def advisory_stream_config(s: NatsSettings) -> StreamConfig:
+    """Keeps the runner consumer's max-deliveries advisories (JetStream only fires them)."""
+    return StreamConfig(
+        name=advisory_stream(s.stream),
+        subjects=[max_deliveries_subject(s.stream, s.prefix)],
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        max_age=ADVISORY_MAX_AGE_S,
+        num_replicas=s.replicas,
+        discard=DiscardPolicy.OLD,
+    )
+
+
+def reconciler_consumer_config(s: NatsSettings) -> ConsumerConfig:
+    return ConsumerConfig(
+        durable_name=reconciler_consumer(s.prefix),
+        ack_policy=AckPolicy.EXPLICIT,
+        deliver_policy=DeliverPolicy.ALL,
+        ack_wait=30.0,
+        max_ack_pending=1000,
+    )
+
+
+async def _provision_reconciliation(js: JetStreamContext, s: NatsSettings, report: ProvisionReport) -> None:
+    """The runner heartbeat bucket (TTL) and the advisory stream with the reconcilers' durable."""
+    bucket = heartbeats_bucket(s.prefix)
+    try:
+        await js.key_value(bucket)
+        report.unchanged.append(f"kv {bucket}")
+    except nats.js.errors.BucketNotFoundError:
+        await js.create_key_value(
+            KeyValueConfig(
+                bucket=bucket, history=1, ttl=s.heartbeat_ttl_s, storage=StorageType.FILE, replicas=s.replicas
+            )
+        )
+        report.created.append(f"kv {bucket}")
+    wanted = advisory_stream_config(s)
+    assert wanted.name is not None
+    try:
+        await js.stream_info(wanted.name)
+        report.unchanged.append(f"stream {wanted.name}")
+    except nats.js.errors.NotFoundError:
+        await js.add_stream(wanted)
+        report.created.append(f"stream {wanted.name}")
+    cfg = reconciler_consumer_config(s)
+    assert cfg.durable_name is not None
+    try:
+        await js.consumer_info(wanted.name, cfg.durable_name)
+        report.unchanged.append(f"consumer {cfg.durable_name}")
+    except nats.js.errors.NotFoundError:
+        await js.add_consumer(wanted.name, cfg)
+        report.created.append(f"consumer {cfg.durable_name}")
+
+
+def replicated_streams(s: NatsSettings) -> list[str]:
+    """Every JetStream stream provisioning creates besides the task stream (KV buckets and the object
+    store are streams too): each is created with, and kept at, ``s.replicas`` (``BGAGENT_STREAM_REPLICAS``).
+    A new asset belongs in this list, and its config takes ``replicas=s.replicas``."""
+    p = s.prefix
+    kv = (comments_bucket(p), idempotency_bucket(p), tokens_bucket(p), poison_bucket(p), heartbeats_bucket(p))
+    return [*(f"KV_{b}" for b in kv), f"OBJ_{traces_bucket(p)}", advisory_stream(s.stream)]
+
+
+async def match_replicas(js: JetStreamContext, s: NatsSettings, report: ProvisionReport) -> None:
+    """Scale existing buckets and streams to ``s.replicas`` (e.g. R1 → R3 once NATS runs as a cluster);
+    the task stream is handled with its other settings. A missing one is left to its creator."""
+    for name in replicated_streams(s):
+        try:
+            info = await js.stream_info(name)
+        except nats.js.errors.NotFoundError:
+            continue
+        if info.config.num_replicas == s.replicas:
+            continue
+        config = info.config
+        config.num_replicas = s.replicas
+        await js.update_stream(config)
+        report.updated.append(f"stream {name} (num_replicas {s.replicas})")

@@ -91,8 +91,18 @@ class NatsAuth(msgspec.Struct, frozen=True, kw_only=True):
         )
 
 
+def nats_servers(url: str) -> list[str]:
+    """The servers of a ``NATS_URL``: one URL, or several separated by commas (a cluster's nodes,
+    ``nats://n1:4222,nats://n2:4222,nats://n3:4222``); blanks around them are dropped."""
+    servers = [part.strip() for part in url.split(",") if part.strip()]
+    if not servers:
+        raise ValueError("NATS_URL is empty: give one URL, or a cluster's URLs separated by commas")
+    return servers
+
+
 def check_url(url: str) -> str:
-    """A NATS URL without a password in it (it would end up in logs and process listings)."""
+    """A NATS URL (or comma-separated URLs) without a password in it (it would end up in logs and
+    process listings)."""
     for server in url.split(","):
         if "@" in urlsplit(server.strip()).netloc:
             raise ValueError(
@@ -135,6 +145,10 @@ def local_repo_roots(env: Mapping[str, str]) -> tuple[str, ...]:
     return tuple(roots)
 
 
+MAX_OUTAGE_S = 100.0
+"""Upper bound of ``NatsSettings.outage_s``: retries stay inside the 120 s duplicate window."""
+
+
 class NatsSettings(msgspec.Struct, frozen=True, kw_only=True):
     url: str = "nats://127.0.0.1:4222"
     stream: str = DEFAULT_STREAM
@@ -142,6 +156,24 @@ class NatsSettings(msgspec.Struct, frozen=True, kw_only=True):
     replicas: int = 1
     max_age_days: float = 90.0
     auth: NatsAuth = NatsAuth()
+    runner_ack_wait_s: float = 75.0
+    """``BGAGENT_RUNNER_ACK_WAIT_S`` (provisioning): a killed runner's task is redelivered after this
+    long (a live runner sends in-progress acks well inside it). Above ``outage_s``: a runner cut off
+    from NATS for the whole outage budget keeps its attempt (no redelivery to another runner)."""
+    heartbeat_ttl_s: float = 15.0
+    """``BGAGENT_HEARTBEAT_TTL_S`` (provisioning): the heartbeat bucket's TTL; a runner silent this
+    long is lost (runners beat every ``BGAGENT_HEARTBEAT_INTERVAL_S``, 5 s by default)."""
+    outage_s: float = 60.0
+    """``BGAGENT_NATS_OUTAGE_S``: how long a runner's appends and reads keep retrying (same ``Nats-Msg-Id``,
+    same expected sequence) while NATS does not answer, before the attempt is given up. Below the stream's
+    2-minute duplicate window, so a retry that lands after the first try is still recognised."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.outage_s <= MAX_OUTAGE_S:
+            raise ValueError(
+                f"BGAGENT_NATS_OUTAGE_S: {self.outage_s} is outside 0..{MAX_OUTAGE_S:g} seconds "
+                "(retries must land within the stream's duplicate window)"
+            )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> NatsSettings:
@@ -154,6 +186,9 @@ class NatsSettings(msgspec.Struct, frozen=True, kw_only=True):
             prefix=check_prefix(e.get("BGAGENT_PREFIX", d.prefix)),
             replicas=int(e.get("BGAGENT_STREAM_REPLICAS", str(d.replicas))),
             max_age_days=float(e.get("BGAGENT_STREAM_MAX_AGE_DAYS", str(d.max_age_days))),
+            runner_ack_wait_s=float(e.get("BGAGENT_RUNNER_ACK_WAIT_S", str(d.runner_ack_wait_s))),
+            heartbeat_ttl_s=float(e.get("BGAGENT_HEARTBEAT_TTL_S", str(d.heartbeat_ttl_s))),
             auth=NatsAuth.from_env(e),
+            outage_s=float(e.get("BGAGENT_NATS_OUTAGE_S", str(d.outage_s))),
         )
         return settings

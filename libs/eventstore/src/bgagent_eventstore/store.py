@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import json
 import logging
-import secrets
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import msgspec
 import nats.errors
 import nats.js.errors
+import stamina
 from nats.aio.client import Client
-from nats.js.api import Header
+from nats.js.api import Header, PubAck
 
 from bgagent_contracts import Event, MalformedEventError, Recorded, TaskState, decode_recorded, encode_event
 from bgagent_contracts import event_type as type_of
@@ -20,6 +20,8 @@ from bgagent_contracts.fold import fold_recorded
 from bgagent_contracts.subjects import task_filter, task_subject
 
 from .errors import ConcurrencyError, StoreUnavailableError, TaskExistsError
+from .telemetry import new_traceparent as new_traceparent
+from .telemetry import trace_headers
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +29,15 @@ EXPECTED_LAST_SUBJECT_SEQ = "Nats-Expected-Last-Subject-Sequence"
 EXPECTED_LAST_SUBJECT_SEQ_SUBJECT = "Nats-Expected-Last-Subject-Sequence-Subject"
 WRONG_LAST_SEQUENCE = 10071
 _BATCH = 512
+_TRANSIENT: tuple[type[Exception], ...] = (
+    nats.errors.TimeoutError,
+    nats.errors.NoRespondersError,  # JetStream not up yet after a restart
+    nats.errors.OutboundBufferLimitError,  # the reconnect buffer is full
+    nats.js.errors.ServiceUnavailableError,
+    nats.js.errors.NoStreamResponseError,
+    StoreUnavailableError,  # from read_direct
+)
+"""Errors that mean "NATS is not answering right now" (not: the client was closed, or a real rejection)."""
 
 
 class TaskLog(msgspec.Struct, frozen=True, kw_only=True):
@@ -53,20 +64,21 @@ class EventStore(Protocol):
         ...
 
 
-def new_traceparent() -> str:
-    """A fresh W3C traceparent for a message that starts a trace."""
-    return f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
-
-
 class JetStreamEventStore:
     """EventStore over a JetStream stream with subjects ``<prefix>.task.<id>.<type>``."""
 
-    def __init__(self, nc: Client, *, stream: str, prefix: str, timeout: float = 5.0) -> None:
+    def __init__(
+        self, nc: Client, *, stream: str, prefix: str, timeout: float = 5.0, outage_s: float = 0.0
+    ) -> None:
+        """``outage_s`` > 0: appends and reads retry with backoff for that long while NATS does not
+        answer (``NatsSettings.outage_s``; the runner's choice), each publish with the same
+        ``Nats-Msg-Id`` and expected sequence. 0: one try, StoreUnavailableError at once (HTTP writers)."""
         self._nc = nc
         self._js = nc.jetstream(timeout=timeout)
         self._stream = stream
         self._prefix = prefix
         self._timeout = timeout
+        self._outage_s = outage_s
 
     @property
     def prefix(self) -> str:
@@ -86,7 +98,9 @@ class JetStreamEventStore:
     ) -> list[int]:
         seqs: list[int] = []
         expected = expected_seq
-        parent = traceparent or new_traceparent()
+        # W3C trace headers through the SDK propagator: the explicit traceparent's span as the parent
+        # when given, else the current span (e.g. admission's request span), else a fresh root.
+        trace = trace_headers(traceparent)
         for event in events:
             if event.task_id != task_id:
                 raise ValueError(f"event {event.event_id} belongs to task {event.task_id}, not {task_id}")
@@ -94,13 +108,11 @@ class JetStreamEventStore:
                 Header.MSG_ID.value: event.event_id,
                 EXPECTED_LAST_SUBJECT_SEQ: str(expected),
                 EXPECTED_LAST_SUBJECT_SEQ_SUBJECT: task_filter(task_id, self._prefix),
-                "traceparent": parent,
+                **trace,
             }
             subject = task_subject(task_id, type_of(event), self._prefix)
             try:
-                ack = await self._js.publish(
-                    subject, encode_event(event), headers=headers, timeout=self._timeout
-                )
+                ack = await self._publish(subject, encode_event(event), headers)
             except nats.js.errors.APIError as exc:
                 if exc.err_code == WRONG_LAST_SEQUENCE:
                     actual = _actual_seq(exc.description)
@@ -120,6 +132,7 @@ class JetStreamEventStore:
                 nats.errors.NoRespondersError,
                 nats.js.errors.NoStreamResponseError,  # what nats-py raises when no stream answers
                 nats.errors.ConnectionClosedError,
+                nats.errors.OutboundBufferLimitError,
             ) as exc:
                 raise StoreUnavailableError(f"append to {subject} failed: {exc!r}") from exc
             if ack.duplicate:
@@ -127,6 +140,17 @@ class JetStreamEventStore:
             seqs.append(ack.seq)
             expected = max(expected, ack.seq)
         return seqs
+
+    async def _publish(self, subject: str, payload: bytes, headers: dict[str, str]) -> PubAck:
+        """One publish, retried unchanged (same headers, so never duplicated) for ``outage_s``."""
+        if self._outage_s <= 0:
+            return await self._js.publish(subject, payload, headers=headers, timeout=self._timeout)
+        async for attempt in _outage_retries(self._outage_s):
+            with attempt:
+                if attempt.num > 1:
+                    logger.warning("NATS not answering; append to %s, try %d", subject, attempt.num)
+                return await self._js.publish(subject, payload, headers=headers, timeout=self._timeout)
+        raise AssertionError("unreachable: stamina re-raises the last error")
 
     async def _is_our_retry(self, seq: int, event_id: str) -> bool:
         try:
@@ -136,6 +160,21 @@ class JetStreamEventStore:
         return bool(msg.headers and msg.headers.get(Header.MSG_ID.value) == event_id)
 
     async def read(self, task_id: str, *, after_seq: int = 0) -> TaskLog:
+        if self._outage_s <= 0:
+            return await self._read_once(task_id, after_seq)
+        try:
+            async for attempt in _outage_retries(self._outage_s):
+                with attempt:
+                    if attempt.num > 1:
+                        logger.warning("NATS not answering; read of task %s, try %d", task_id, attempt.num)
+                    return await self._read_once(task_id, after_seq)
+        except _TRANSIENT as exc:
+            if isinstance(exc, StoreUnavailableError):
+                raise
+            raise StoreUnavailableError(f"read of task {task_id} failed: {exc!r}") from exc
+        raise AssertionError("unreachable: stamina re-raises the last error")
+
+    async def _read_once(self, task_id: str, after_seq: int) -> TaskLog:
         return await read_direct(
             self._nc,
             self._stream,
@@ -149,6 +188,13 @@ class JetStreamEventStore:
         """The stream's last sequence (0 when empty)."""
         info = await self._js.stream_info(self._stream)
         return int(info.state.last_seq)
+
+
+def _outage_retries(budget_s: float) -> Any:
+    """stamina's retry iterator for NATS outages (its type is private)."""
+    return stamina.retry_context(
+        on=_TRANSIENT, attempts=None, timeout=budget_s, wait_initial=0.2, wait_max=5.0, wait_jitter=0.5
+    )
 
 
 def _actual_seq(description: str | None) -> int | None:

@@ -32,6 +32,10 @@ class Delivered(msgspec.Struct, frozen=True, kw_only=True):
     subject: str
     data: bytes
     headers: dict[str, str] = msgspec.field(default_factory=dict)
+    num_pending: int = 0
+    """Messages on the filter still behind this one when it was delivered (0 when unknown)."""
+    stored_at: float = 0.0
+    """When the stream stored it (epoch seconds; 0 when unknown): for lag metrics."""
 
 
 async def follow(
@@ -45,6 +49,7 @@ async def follow(
     """Yield every message on ``subject_filter`` with seq > ``after_seq``, forever, in order."""
     js = nc.jetstream()
     last = after_seq
+    retry_s = 0.1
     while True:
         config = ConsumerConfig(
             # Named, so it is created on $JS.API.CONSUMER.CREATE.<stream>.<name>.<filter>: a reader's
@@ -64,9 +69,24 @@ async def follow(
         async def on_msg(msg: Msg, _queue: asyncio.Queue[Msg] = queue) -> None:
             _queue.put_nowait(msg)
 
-        sub = await js.subscribe(
-            subject_filter, stream=stream, ordered_consumer=True, idle_heartbeat=1.0, config=config, cb=on_msg
-        )
+        try:
+            sub = await js.subscribe(
+                subject_filter,
+                stream=stream,
+                ordered_consumer=True,
+                idle_heartbeat=1.0,
+                config=config,
+                cb=on_msg,
+            )
+        except _UNAVAILABLE as exc:
+            # e.g. the stream electing a new leader after a cluster node died: keep the cursor, try again
+            if nc.is_closed:
+                raise
+            logger.warning("cannot follow %s after seq %d yet (%r); retrying", subject_filter, last, exc)
+            await asyncio.sleep(retry_s)
+            retry_s = min(retry_s * 2, 2.0)
+            continue
+        retry_s = 0.1
         try:
             while True:
                 try:
@@ -84,12 +104,28 @@ async def follow(
                 if seq <= last:
                     continue  # a re-delivered message after a consumer reset
                 last = seq
-                yield Delivered(seq=seq, subject=msg.subject, data=msg.data, headers=dict(msg.headers or {}))
+                meta = msg.metadata
+                yield Delivered(
+                    seq=seq,
+                    subject=msg.subject,
+                    data=msg.data,
+                    headers=dict(msg.headers or {}),
+                    num_pending=meta.num_pending,
+                    stored_at=meta.timestamp.timestamp(),
+                )
         finally:
             try:
                 await sub.unsubscribe()
             except (nats.errors.Error, nats.js.errors.Error) as exc:
                 logger.debug("unsubscribe failed: %s", exc)
+
+
+_UNAVAILABLE: tuple[type[Exception], ...] = (
+    nats.errors.TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.js.errors.ServiceUnavailableError,
+)
+"""Subscribing failed because JetStream does not answer right now (a restart, a leader election)."""
 
 
 async def _stalled(nc: Client, stream: str, subject_filter: str, last: int) -> bool:

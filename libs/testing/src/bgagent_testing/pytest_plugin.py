@@ -7,6 +7,8 @@
   (never a database this session did not create).
 - ``nats_settings`` (per test): a stream name and subject prefix of its own, so
   tests never see each other's events.
+- ``nats_cluster`` (per module, as tests kill its nodes): a 3-node JetStream cluster on loopback
+  (``NatsCluster``: ``url`` is every node's URL, ``kill``/``restart`` a node, ``stream_leader``).
 """
 
 from __future__ import annotations
@@ -18,16 +20,37 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 from nats.aio.client import Client
 
-from bgagent_contracts.subjects import comments_bucket, idempotency_bucket, traces_bucket
+from bgagent_contracts.subjects import (
+    advisory_stream,
+    comments_bucket,
+    heartbeats_bucket,
+    idempotency_bucket,
+    traces_bucket,
+)
 from bgagent_eventstore import JetStreamEventStore, NatsSettings, connect, provision
 
-from .servers import drop_database, ensure_database, nats_for_tests, postgres_for_tests, with_database
+from .servers import (
+    NatsCluster,
+    drop_database,
+    ensure_database,
+    nats_for_tests,
+    postgres_for_tests,
+    with_database,
+)
 
 
 @pytest.fixture(scope="session")
 def nats_url() -> Iterator[str]:
     with nats_for_tests() as url:
         yield url
+
+
+@pytest.fixture(scope="module")
+def nats_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsCluster]:
+    """Three nats-servers (``n1``…``n3``) on free loopback ports, a store each; logs in a temp folder."""
+    root = tmp_path_factory.mktemp("nats-cluster")
+    with NatsCluster(3, base_dir=str(root / "nodes"), log_dir=str(root)) as cluster:
+        yield cluster
 
 
 @pytest.fixture(scope="session")
@@ -73,7 +96,8 @@ async def provisioned(nc: Client, nats_settings: NatsSettings) -> AsyncIterator[
         p = nats_settings.prefix
         for name in (
             nats_settings.stream,
-            *(f"KV_{b}" for b in (comments_bucket(p), idempotency_bucket(p))),
+            *(f"KV_{b}" for b in (comments_bucket(p), idempotency_bucket(p), heartbeats_bucket(p))),
+            advisory_stream(nats_settings.stream),
             f"OBJ_{traces_bucket(p)}",
         ):
             with contextlib.suppress(Exception):  # best-effort cleanup: keep the session server small

@@ -184,9 +184,18 @@ class Conflict(ApiError):
     default_code = "CONFLICT"
 
 
+RETRY_AFTER_S = 5
+"""``Retry-After`` of every 503 unless the error names its own: long enough for a restart, short enough
+that a client retries soon after a dependency comes back."""
+
+
 class Unavailable(ApiError):
     status_code = 503
     default_code = "SERVICE_UNAVAILABLE"
+
+    def __init__(self, message: str, *, code: str | None = None, retry_after_s: int = RETRY_AFTER_S) -> None:
+        super().__init__(message, code=code)
+        self.retry_after_s = retry_after_s
 
 
 _HTTP_CODES = {
@@ -252,6 +261,9 @@ def _validation_message(exc: ValidationException) -> str:
 
 def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     """Translate every error to the envelope; unknown errors are logged and become 500."""
+    if isinstance(exc, Unavailable):
+        retry = {"Retry-After": str(exc.retry_after_s)}
+        return envelope(request, exc.status_code, exc.code, exc.message, headers=retry)
     if isinstance(exc, ApiError):
         return envelope(request, exc.status_code, exc.code, exc.message)
     if isinstance(exc, ValidationException):
@@ -263,6 +275,7 @@ def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Respons
             detail = f"request body is larger than the limit: {exc.detail}"
         return envelope(request, exc.status_code, code, detail, headers=dict(exc.headers or {}))  # e.g. Allow
     if isinstance(exc, HTTPException) and exc.status_code == 503:
-        return envelope(request, 503, "SERVICE_UNAVAILABLE", exc.detail)
+        retry = {"Retry-After": str(RETRY_AFTER_S), **dict(exc.headers or {})}
+        return envelope(request, 503, "SERVICE_UNAVAILABLE", exc.detail, headers=retry)
     logger.exception("unhandled error", extra={"request_id": request_id(request)})
     return envelope(request, 500, "INTERNAL_ERROR", "internal error; the request id is in the logs")

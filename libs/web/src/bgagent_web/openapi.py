@@ -110,6 +110,10 @@ TASK_SCHEMA: JSON = obj(
         "cancel_requested": {"type": "boolean"},
         "pending_nudges": COUNT,
         "pending_approval": nullable(STRING),
+        "waiting_since": nullable(
+            {**TIME, "description": "since when the task waits for a runner after its runner was lost"}
+        ),
+        "lost_attempts": {**COUNT, "description": "attempts whose runner was lost (runner_lost events)"},
         "created_at": TIME,
         "updated_at": nullable(TIME),
         "started_at": nullable(TIME),

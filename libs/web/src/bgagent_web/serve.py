@@ -11,6 +11,7 @@ from litestar import Litestar, get
 from litestar.response import Response
 
 from .edge import H11_MAX_HEAD_BYTES
+from .errors import RETRY_AFTER_S
 
 
 def health_handlers(ready: Callable[[], Awaitable[bool]]) -> list[Any]:
@@ -23,7 +24,9 @@ def health_handlers(ready: Callable[[], Awaitable[bool]]) -> list[Any]:
     @get("/readyz", include_in_schema=False)
     async def readyz() -> Response[dict[str, str]]:
         ok = await ready()
-        return Response({"status": "ready" if ok else "not ready"}, status_code=200 if ok else 503)
+        if ok:
+            return Response({"status": "ready"}, status_code=200)
+        return Response({"status": "not ready"}, status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)})
 
     return [healthz, readyz]
 

@@ -25,6 +25,7 @@ from bgagent_eventstore import (
     provision,
     watch_tokens,
 )
+from bgagent_eventstore.telemetry import reapply_log_format, setup_telemetry
 from bgagent_web import uvicorn_options
 
 from .api import create_app
@@ -93,6 +94,7 @@ async def run(settings: Settings) -> None:
             allow_task_network=settings.allow_task_network,
             max_body_bytes=settings.max_body_bytes,
         )
+        reapply_log_format()  # building the app applied Litestar's logging config
         config = uvicorn.Config(app, **uvicorn_options(), host=settings.host, port=settings.port)
         server = _Server(config)
         loop = asyncio.get_running_loop()
@@ -136,6 +138,7 @@ def main() -> None:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    setup_telemetry("admission")
     try:
         asyncio.run(run(settings))
     except StoreError as exc:

@@ -41,6 +41,7 @@ from bgagent_web import (
 )
 from bgagent_web import UnsupportedMediaType as HttpUnsupportedMediaType
 from bgagent_web import openapi as oa
+from bgagent_web.telemetry import otel_plugin
 
 from .errors import (
     AdmissionError,
@@ -418,6 +419,7 @@ def create_app(
         route_handlers=[v1, *health_handlers(ready), *oa.schema_handlers(document)],
         exception_handlers={Exception: on_error},
         middleware=[EdgeMiddleware],
+        plugins=[otel_plugin()],
         request_max_body_size=max_body_bytes,
         openapi_config=None,
     )

@@ -15,6 +15,7 @@ from nats.js.kv import KeyValue
 
 from bgagent_contracts.subjects import comments_bucket, fanout_consumer
 from bgagent_eventstore import JetStreamEventStore, connect, provision
+from bgagent_eventstore.telemetry import setup_telemetry
 
 from .comments import CommentIds, CommentKeeper
 from .consumer import Fanout
@@ -87,6 +88,7 @@ def main() -> None:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
+    setup_telemetry("fanout")
     if not settings.github_token:
         logger.warning("GITHUB_TOKEN is not set: GitHub will refuse every comment")
 

@@ -15,6 +15,7 @@ from nats.js.kv import KeyValue
 
 from .errors import CommentGoneError
 from .github import GitHubClient
+from .render import marker
 
 logger = logging.getLogger(__name__)
 
@@ -84,13 +85,13 @@ class CommentKeeper:
             return ref.comment_id
         except CommentGoneError:
             logger.info("comment %s of task %s was deleted; posting a new one", ref.comment_id, task_id)
-        comment_id = await self._github.create_comment(repo, number, body)
+        comment_id = await self._github.create_comment(repo, number, body, marker=marker(task_id))
         self.posts += 1
         await self._ids.replace(task_id, CommentRef(comment_id=comment_id, repo=repo, number=number))
         return comment_id
 
     async def _post_first(self, task_id: str, repo: str, number: int, body: str) -> int:
-        comment_id = await self._github.create_comment(repo, number, body)
+        comment_id = await self._github.create_comment(repo, number, body, marker=marker(task_id))
         self.posts += 1
         mine = CommentRef(comment_id=comment_id, repo=repo, number=number)
         winner = await self._ids.create(task_id, mine)

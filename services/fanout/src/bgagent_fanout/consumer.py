@@ -41,6 +41,7 @@ from bgagent_contracts import (
 from bgagent_contracts.subjects import fanout_consumer
 from bgagent_eventstore import EventStore, record_poison
 
+from . import observe
 from .comments import CommentKeeper
 from .errors import GitHubError, GitHubStoppedError
 from .render import render_comment, target_of
@@ -140,6 +141,7 @@ class Fanout:
                 break
         return msgs
 
+    @observe.batch_span
     async def handle_batch(self, msgs: Sequence[Msg]) -> None:
         touched: list[str] = []
         keepalive = asyncio.create_task(_keep_in_progress(msgs))
@@ -230,6 +232,7 @@ class Fanout:
         upto = [r for r in log.records if r.seq < record.seq]
         return fold_recorded([*upto, record])
 
+    @observe.sync_span
     async def _sync(self, task_id: str) -> None:
         state = self._states.get(task_id)
         if state is None or task_id in self._skipped:

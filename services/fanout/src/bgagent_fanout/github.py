@@ -1,9 +1,11 @@
 """A small GitHub REST client for issue comments, patient with rate limits and outages.
 
-Retry policy (``GitHubClient._request``):
+Retry policy (``GitHubClient._request``, retries by stamina):
 - 403/429 with ``Retry-After`` or ``x-ratelimit-remaining: 0`` (or a "rate limit" message): wait the
   time GitHub names (bounded by ``max_wait_s``) and retry; forever, since the final state must land.
-- 5xx and network errors: exponential backoff (capped) and retry, forever.
+- 5xx and network errors: exponential backoff (capped at ``backoff_max_s``) and retry, forever. Such a
+  failure is ambiguous for a POST (GitHub may have created the comment before failing), so a comment
+  POST given a ``marker`` looks for a comment carrying it before posting again: never a second comment.
 - anything else: raise (TargetUnusableError / CommentGoneError / GitHubError) for the caller to decide.
 The loop ends early only when ``stopping`` is set (shutdown): GitHubStoppedError.
 """
@@ -11,13 +13,15 @@ The loop ends early only when ``stopping`` is set (shutdown): GitHubStoppedError
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import stamina
 
 from .errors import CommentGoneError, GitHubError, GitHubStoppedError, TargetUnusableError
 
@@ -28,6 +32,27 @@ API_VERSION = "2022-11-28"
 _TARGET_STATUSES = frozenset({401, 403, 404, 410, 422})
 
 Sleep = Callable[[float], Awaitable[None]]
+Recheck = Callable[[], Awaitable[int | None]]
+
+
+class _RateLimited(Exception):
+    def __init__(self, wait: float) -> None:
+        super().__init__(f"rate limited for {wait:.1f}s")
+        self.wait = wait
+
+
+class _ServerError(Exception):
+    """A 5xx: retried with backoff."""
+
+
+_RETRYABLE = (_RateLimited, _ServerError, httpx.TransportError)
+
+
+def _retry_hook(exc: Exception) -> bool | float:
+    """stamina's ``on``: GitHub's named wait for rate limits, backoff for 5xx and network errors."""
+    if isinstance(exc, _RateLimited):
+        return exc.wait
+    return isinstance(exc, _RETRYABLE)
 
 
 def rate_limit_wait(response: httpx.Response, *, secondary_wait_s: float, now: float) -> float | None:
@@ -97,19 +122,45 @@ class GitHubClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def create_comment(self, repo: str, number: int, body: str) -> int:
-        """POST a comment on an issue or PR; its id."""
+    async def create_comment(self, repo: str, number: int, body: str, *, marker: str | None = None) -> int:
+        """POST a comment on an issue or PR; its id.
+
+        With ``marker`` (a line only this comment carries), a retry after a 5xx or a network error first
+        looks for a comment with the marker, which the failed POST may have created, and returns its id.
+        """
         path = f"/repos/{repo}/issues/{number}/comments"
-        response = await self._request("POST", path, {"body": body})
+        recheck: Recheck | None = None
+        if marker is not None:
+            since = datetime.now(UTC) - timedelta(minutes=5)
+
+            async def recheck() -> int | None:
+                return await self._find_comment(repo, number, marker, since)
+
+        response = await self._request("POST", path, {"body": body}, recheck=recheck)
+        if isinstance(response, int):
+            logger.info("POST %s failed but created comment %d: keeping it", path, response)
+            return response
         if response.status_code in _TARGET_STATUSES:
             raise TargetUnusableError("POST", path, response.status_code, _message(response))
         self._raise_for_status("POST", path, response)
         return int(response.json()["id"])
 
+    async def _find_comment(self, repo: str, number: int, marker: str, since: datetime) -> int | None:
+        """One try (the caller retries): the newest comment carrying ``marker``, or None."""
+        path = f"/repos/{repo}/issues/{number}/comments"
+        params = {"since": since.strftime("%Y-%m-%dT%H:%M:%SZ"), "per_page": "100"}
+        response = self._check(await self._http.request("GET", path, params=params))
+        if response.status_code != 200:
+            return None  # the POST itself will say what is wrong
+        data = response.json()
+        found = [c["id"] for c in data if isinstance(c, dict) and marker in str(c.get("body", ""))]
+        return int(found[-1]) if found else None
+
     async def update_comment(self, repo: str, comment_id: int, body: str) -> None:
         """PATCH a comment's body (no conditional headers: GitHub rejects them)."""
         path = f"/repos/{repo}/issues/comments/{comment_id}"
         response = await self._request("PATCH", path, {"body": body})
+        assert not isinstance(response, int)
         if response.status_code in (404, 410):
             raise CommentGoneError("PATCH", path, response.status_code, _message(response))
         if response.status_code in _TARGET_STATUSES:
@@ -120,6 +171,7 @@ class GitHubClient:
         """DELETE a comment; a comment already gone is fine."""
         path = f"/repos/{repo}/issues/comments/{comment_id}"
         response = await self._request("DELETE", path, None)
+        assert not isinstance(response, int)
         if response.status_code not in (204, 404, 410):
             self._raise_for_status("DELETE", path, response)
 
@@ -129,43 +181,91 @@ class GitHubClient:
             return
         raise GitHubError(method, path, response.status_code, _message(response))
 
-    async def _request(self, method: str, path: str, payload: Any) -> httpx.Response:
-        failures = 0
-        while True:
-            if self._stopping.is_set():
-                raise GitHubStoppedError(f"{method} {path}: stopping")
-            try:
-                response = await self._http.request(method, path, json=payload)
-            except httpx.TransportError as exc:
-                failures += 1
-                await self._backoff(method, path, failures, repr(exc))
-                continue
-            wait = rate_limit_wait(response, secondary_wait_s=self._secondary_wait_s, now=time.time())
-            if wait is not None:
-                self.rate_limited += 1
-                wait = min(wait, self._max_wait_s)
-                logger.warning(
-                    "github rate limit on %s %s (%s): waiting %.1fs", method, path, response.status_code, wait
-                )
-                await self._sleep(wait)
-                continue
-            if response.status_code >= 500:
-                failures += 1
-                await self._backoff(method, path, failures, f"status {response.status_code}")
-                continue
-            return response
+    async def _request(
+        self, method: str, path: str, payload: Any, *, recheck: Recheck | None = None
+    ) -> httpx.Response | int:
+        """The call, retried until it gets a final answer; GitHubStoppedError once stopping is set.
 
-    async def _backoff(self, method: str, path: str, failures: int, why: str) -> None:
-        self.retried += 1
-        delay = min(self._backoff_max_s, self._backoff_base_s * 2 ** (failures - 1))
-        delay *= 0.5 + random.random() / 2
-        logger.warning("github %s %s failed (%s): retry %d in %.1fs", method, path, why, failures, delay)
-        await self._sleep(delay)
-
-    async def _sleep(self, seconds: float) -> None:
-        """Sleep, but wake at once (GitHubStoppedError) when stopping is set."""
+        Returns what ``recheck`` found instead (an id) when it finds the effect of a failed try.
+        """
+        if self._stopping.is_set():
+            raise GitHubStoppedError(f"{method} {path}: stopping")
+        on_the_wire = [False]
+        work = asyncio.create_task(self._retrying(method, path, payload, recheck, on_the_wire))
+        stop = asyncio.create_task(self._stopping.wait())
         try:
-            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
-        except TimeoutError:
-            return
-        raise GitHubStoppedError("stopping while waiting for GitHub")
+            await asyncio.wait({work, stop}, return_when=asyncio.FIRST_COMPLETED)
+            # Stopping cuts a wait short, not a call on the wire: a POST cut off after GitHub created
+            # the comment would leave one that nobody recorded. Its answer is used; no retry follows.
+            while not work.done() and on_the_wire[0]:
+                await asyncio.wait({work}, timeout=0.05)
+        finally:
+            stop.cancel()
+            if not work.done():
+                work.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await work
+        if work.cancelled():
+            raise GitHubStoppedError(f"{method} {path}: stopping while waiting for GitHub")
+        failed = work.exception()
+        if failed is not None and isinstance(failed, _RETRYABLE):
+            raise GitHubStoppedError(f"{method} {path}: stopping after {failed!r}") from failed
+        return work.result()
+
+    async def _retrying(
+        self, method: str, path: str, payload: Any, recheck: Recheck | None, on_the_wire: list[bool]
+    ) -> httpx.Response | int:
+        ambiguous = False  # a try failed in a way that may have had its effect
+
+        def retry(exc: Exception) -> bool | float:
+            return False if self._stopping.is_set() else _retry_hook(exc)
+
+        async for attempt in stamina.retry_context(
+            on=retry,
+            attempts=None,
+            timeout=None,
+            wait_initial=self._backoff_base_s,
+            wait_max=self._backoff_max_s,
+            wait_jitter=self._backoff_base_s,
+        ):
+            with attempt:
+                if ambiguous and recheck is not None:
+                    found = await recheck()
+                    if found is not None:
+                        return found
+                on_the_wire[0] = True
+                try:
+                    response = await self._http.request(method, path, json=payload)
+                except httpx.TransportError as exc:
+                    ambiguous = True
+                    self.retried += 1
+                    logger.warning("github %s %s failed (%r): retry %d", method, path, exc, attempt.num)
+                    raise
+                finally:
+                    on_the_wire[0] = False
+                try:
+                    return self._check(response, method, path)
+                except _ServerError as exc:
+                    ambiguous = True
+                    self.retried += 1
+                    logger.warning("github %s %s failed (%r): retry %d", method, path, exc, attempt.num)
+                    raise
+        raise AssertionError("unreachable: the retries never stop")
+
+    def _check(self, response: httpx.Response, method: str = "GET", path: str = "") -> httpx.Response:
+        """``response`` when it is an answer to act on; _RateLimited or _ServerError to retry it."""
+        wait = rate_limit_wait(response, secondary_wait_s=self._secondary_wait_s, now=time.time())
+        if wait is not None:
+            self.rate_limited += 1
+            wait = min(wait, self._max_wait_s)
+            logger.warning(
+                "github rate limit on %s %s (%s): waiting %.1fs",
+                method,
+                path or response.request.url.path,
+                response.status_code,
+                wait,
+            )
+            raise _RateLimited(wait)
+        if response.status_code >= 500:
+            raise _ServerError(f"status {response.status_code}")
+        return response

@@ -17,6 +17,7 @@ import uvicorn
 
 from bgagent_contracts.auth import TokenIndex, TokenTable
 from bgagent_eventstore import StoreError, TokenWatcher, connect, watch_tokens
+from bgagent_eventstore.telemetry import reapply_log_format, setup_telemetry
 from bgagent_web import uvicorn_options
 
 from .api import create_app
@@ -44,7 +45,9 @@ async def run(settings: Settings) -> int:
     token_watch: TokenWatcher | None = None
     if settings.managed_tokens:
         token_watch = await watch_tokens(nc.jetstream(), settings.nats.prefix, tokens)
-    pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=settings.pool_max)
+    pool = await asyncpg.create_pool(
+        settings.database_url, min_size=1, max_size=settings.pool_max, timeout=settings.pg_connect_timeout_s
+    )
     async with pool.acquire() as conn:
         applied = await migrate(conn)
     if applied:
@@ -74,6 +77,7 @@ async def run(settings: Settings) -> int:
         sse_ping_s=settings.sse_ping_s,
         sse_max_streams=settings.sse_max_streams,
     )
+    reapply_log_format()  # building the app applied Litestar's logging config
     server = uvicorn.Server(
         uvicorn.Config(app, **uvicorn_options(), host=settings.http_host, port=settings.http_port)
     )
@@ -88,6 +92,7 @@ async def run(settings: Settings) -> int:
             name=settings.projector_name,
             batch_max=settings.batch_max,
             quiet_s=settings.batch_quiet_s,
+            retry_max_s=settings.projector_retry_max_s,
         )
         tasks.append(asyncio.create_task(projector.run(), name="projector"))
     stopper = asyncio.create_task(stop.wait(), name="stop")
@@ -153,6 +158,7 @@ def main() -> None:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    setup_telemetry("query")
     try:
         sys.exit(asyncio.run(run(settings)))
     except StoreError as exc:  # e.g. no tokens bucket: `bgagent admin init`

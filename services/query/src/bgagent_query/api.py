@@ -32,6 +32,7 @@ from bgagent_web import (
     principal_dependency,
 )
 from bgagent_web import openapi as oa
+from bgagent_web.telemetry import otel_plugin
 
 from . import store
 from .errors import ProjectionLagError
@@ -106,11 +107,22 @@ def _statuses(raw: str | None) -> list[Status]:
     return out
 
 
+DATABASE_DOWN: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresConnectionError,  # connection lost or refused by the server
+    asyncpg.InterfaceError,  # e.g. the connection closed under a query
+    asyncpg.exceptions.OperatorInterventionError,  # shutting down, starting up, crash recovery
+    asyncpg.exceptions.InsufficientResourcesError,  # too many connections, disk full
+    OSError,  # refused, reset, unreachable
+    TimeoutError,  # connect or pool acquire timed out
+)
+"""Errors that mean PostgreSQL is not answering now: 503 with Retry-After, never a 500."""
+
+
 def _on_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     if isinstance(exc, ProjectionLagError):
         exc = Unavailable(str(exc), code="PROJECTION_LAG")
-    elif isinstance(exc, asyncpg.PostgresConnectionError | asyncpg.InterfaceError | OSError):
-        logger.warning("database unavailable: %s", exc)
+    elif isinstance(exc, DATABASE_DOWN):
+        logger.warning("database unavailable: %r", exc)
         exc = Unavailable("the read model database is unavailable; retry shortly")
     return handle_exception(request, exc)
 
@@ -489,6 +501,7 @@ def create_app(
         dependencies={"principal": Provide(principal_dependency(tokens))},
         exception_handlers={Exception: _on_error},
         middleware=[EdgeMiddleware],
+        plugins=[otel_plugin()],
         openapi_config=None,
         state=State({"event_streams": streams}),
     )

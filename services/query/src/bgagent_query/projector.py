@@ -18,19 +18,29 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+import nats.errors
+import nats.js.errors
+import stamina
 from nats.aio.client import Client
 
 from bgagent_contracts import TaskState
 from bgagent_contracts.subjects import all_tasks_filter
 from bgagent_eventstore import Delivered, follow
 
-from . import store
+from . import observe, store
 from .projection import decode_batch, fold_tasks
 from .rebuild import rebuild, stream_identity
 
 logger = logging.getLogger(__name__)
 
-_RETRYABLE = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+_RETRYABLE = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    OSError,
+    TimeoutError,
+    nats.errors.Error,  # e.g. stream_info while NATS restarts
+    nats.js.errors.Error,
+)
 
 
 class _FeedFailed:
@@ -64,8 +74,10 @@ class Projector:
         quiet_s: float = 0.01,
         max_gather_s: float = 0.1,
         cache_size: int = 10_000,
+        retry_max_s: float = 5.0,
     ) -> None:
         self._pool = pool
+        self._retry_max_s = retry_max_s
         self._nc = nc
         self._stream = stream
         self._prefix = prefix
@@ -90,17 +102,28 @@ class Projector:
         await self._started.wait()
 
     async def run(self) -> None:
-        """Project forever; database hiccups restart from the stored checkpoint with a backoff."""
-        failures = 0
+        """Project forever; database (or NATS) outages restart from the stored checkpoint with a backoff.
+
+        The checkpoint is committed with the batch, so a batch cut off mid-commit is projected again in
+        full and nothing is applied twice; stamina retries without limit (``retry_max_s`` caps the wait).
+        """
         while True:
-            try:
-                await self._run_from_checkpoint()
-                failures = 0
-            except _RETRYABLE as exc:
-                failures += 1
-                delay = min(0.1 * 2**failures, 5.0)
-                logger.warning("projector %s failed (%s); restarting in %.1fs", self._name, exc, delay)
-                await asyncio.sleep(delay)
+            async for attempt in stamina.retry_context(
+                on=self._retryable,
+                attempts=None,
+                timeout=None,
+                wait_initial=0.2,
+                wait_max=self._retry_max_s,
+                wait_jitter=0.2,
+            ):
+                with attempt:
+                    await self._run_from_checkpoint()  # returns after a rebuild moved the checkpoint
+
+    def _retryable(self, exc: Exception) -> bool:
+        if isinstance(exc, _RETRYABLE):
+            logger.warning("projector %s failed (%r); restarting from its checkpoint", self._name, exc)
+            return True
+        return False
 
     async def _run_from_checkpoint(self) -> None:
         async with self._pool.acquire() as conn:
@@ -115,7 +138,8 @@ class Projector:
         try:
             while True:
                 batch = await self._gather(queue)
-                checkpoint = await self._commit(batch, checkpoint)
+                with observe.batch_span(batch):
+                    checkpoint = await self._commit(batch, checkpoint)
         except _Restart:
             logger.info("projector %s: checkpoint moved (rebuild?); restarting from it", self._name)
         finally:
@@ -213,6 +237,7 @@ class Projector:
             await store.set_checkpoint(conn, self._name, last)
         for seq, subject, reason, _raw, _at in decoded.poison:
             logger.warning("poison message seq=%d subject=%s recorded and skipped: %s", seq, subject, reason)
+        observe.count_outcomes(base, changed)
         self._remember(changed)
         self._checkpoint = last
         self.batches += 1

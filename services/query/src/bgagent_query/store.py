@@ -11,7 +11,7 @@ from typing import Any
 
 import msgspec
 
-from bgagent_contracts import Recorded, Status, TaskState, decode_event
+from bgagent_contracts import TERMINAL_STATUSES, Recorded, Status, TaskState, decode_event
 from bgagent_contracts.subjects import task_subject
 
 NOTIFY_CHANNEL = "bgagent_projection"
@@ -243,3 +243,14 @@ async def task_events(conn: Any, task_id: str, *, prefix: str, after: int, limit
         for r in rows[:limit]
     ]
     return EventPage(records=records, has_more=len(rows) > limit)
+
+
+async def unfinished_task_ids(conn: Any, limit: int = 10_000) -> list[str]:
+    """Ids of the tasks the read model holds as not terminal, oldest first (the reconciler's list)."""
+    terminal = [s.value for s in TERMINAL_STATUSES]
+    rows = await conn.fetch(
+        "SELECT task_id FROM tasks WHERE NOT (status = ANY($1::text[])) ORDER BY task_id LIMIT $2",
+        terminal,
+        limit,
+    )
+    return [row["task_id"] for row in rows]

@@ -8,6 +8,7 @@ import os
 import signal
 
 from bgagent_eventstore import StoreError
+from bgagent_eventstore.telemetry import setup_telemetry
 
 from .errors import RunnerError
 from .logs import install_redaction
@@ -31,6 +32,7 @@ def main() -> None:
         level=os.environ.get("BGAGENT_LOG_LEVEL", "INFO").upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    setup_telemetry("runner")
     try:
         settings = Settings.from_env()
     except ValueError as exc:

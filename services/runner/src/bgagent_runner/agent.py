@@ -32,6 +32,7 @@ from bgagent_contracts import (
 from bgagent_contracts.preview import preview, preview_limit
 from bgagent_contracts.pricing import cost_usd
 
+from . import observe
 from .errors import ModelError
 from .prompts import nudge_block
 from .session import TaskSession, new_id
@@ -179,15 +180,17 @@ class Agent:
             messages.append({"role": "user", "content": next_user})
             _move_cache_breakpoint(messages)
             turn = state.turn + 1
-            response = await self._call_model(messages)
-            messages.append({"role": "assistant", "content": _assistant_blocks(response)})
-            summary = "\n".join(b.text for b in response.content if b.type == "text").strip() or summary
-            stop_reason = response.stop_reason or "end_turn"
-            await self._record_turn(turn, response)
-            uses = [b for b in response.content if b.type == "tool_use"]
-            next_user = [await self._use_tool(turn, u.id, u.name, u.input) for u in uses]
-            ended = not uses
+            with observe.turn_span(turn):
+                response = await self._call_model(messages)
+                messages.append({"role": "assistant", "content": _assistant_blocks(response)})
+                summary = "\n".join(b.text for b in response.content if b.type == "text").strip() or summary
+                stop_reason = response.stop_reason or "end_turn"
+                await self._record_turn(turn, response)
+                uses = [b for b in response.content if b.type == "tool_use"]
+                next_user = [await self._use_tool(turn, u.id, u.name, u.input) for u in uses]
+                ended = not uses
 
+    @observe.model_call_span
     async def _call_model(self, messages: list[MessageParam]) -> Message:
         if self.client is None:
             raise ModelError(
@@ -302,6 +305,7 @@ class Agent:
         }
         return result
 
+    @observe.tool_span
     async def _execute(self, name: str, tool_input: Any) -> ToolOutput:
         if not isinstance(tool_input, Mapping):
             return ToolOutput(text="Error: tool input must be an object", is_error=True)

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from typing import Any, Protocol
 
 import httpx
 import msgspec
+import stamina
 
 from bgagent_contracts.redact import redact
 from bgagent_contracts.text import BODY_MAX, PR_TITLE_MAX, bounded, title_line
+from bgagent_eventstore.telemetry import record_github_error
 
 from .errors import ForgeError
 
@@ -62,6 +63,22 @@ def _pull(data: dict[str, Any]) -> PullRequest:
     )
 
 
+class _RetryableAnswer(Exception):
+    """A 5xx or a rate limit: retried after ``wait`` seconds; after the last try, the answer."""
+
+    def __init__(self, response: httpx.Response, wait: float) -> None:
+        super().__init__(f"answered {response.status_code}")
+        self.response = response
+        self.wait = wait
+
+
+def _retry_hook(exc: Exception) -> bool | float:
+    """stamina's ``on``: the wait GitHub's answer calls for, or plain backoff for connection errors."""
+    if isinstance(exc, _RetryableAnswer):
+        return exc.wait
+    return isinstance(exc, httpx.HTTPError)
+
+
 class GitHubForge:
     """GitHub REST v3 over httpx (``BGAGENT_GITHUB_API_URL``), bearer-token auth."""
 
@@ -88,23 +105,39 @@ class GitHubForge:
         await self._client.aclose()
 
     async def _call(self, method: str, path: str, **kwargs: Any) -> Any:
-        """One REST call; 5xx, connection errors and rate limits are retried with backoff."""
-        for attempt in range(1, self._attempts + 1):
-            last = attempt == self._attempts
-            try:
-                response = await self._client.request(method, path, **kwargs)
-            except httpx.HTTPError as exc:
-                if last:
-                    raise ForgeError(self._redact(f"GitHub {method} {path} failed: {exc!r}")) from exc
-                await asyncio.sleep(self._retry_base_s * 2.0 ** (attempt - 1))
-                continue
-            wait = self._retry_wait(response, attempt)
-            if wait is None or last:
-                break
-            logger.warning(
-                "GitHub %s %s answered %d; retrying in %.1fs", method, path, response.status_code, wait
-            )
-            await asyncio.sleep(wait)
+        """One REST call; 5xx, connection errors and rate limits are retried with backoff (stamina).
+
+        After ``attempts`` tries the last answer (or connection error) is final: ForgeError.
+        """
+        try:
+            async for attempt in stamina.retry_context(
+                on=_retry_hook,
+                attempts=self._attempts,
+                timeout=None,
+                wait_initial=self._retry_base_s,
+                wait_max=self._max_wait_s,
+                wait_jitter=self._retry_base_s,
+            ):
+                with attempt:
+                    response = await self._client.request(method, path, **kwargs)
+                    if response.status_code >= 400:
+                        record_github_error("runner", method, response.status_code)
+                    wait = self._retry_wait(response, attempt.num)
+                    if wait is not None:
+                        if attempt.num < self._attempts:
+                            logger.warning(
+                                "GitHub %s %s answered %d; retrying in %.1fs",
+                                method,
+                                path,
+                                response.status_code,
+                                wait,
+                            )
+                        raise _RetryableAnswer(response, wait)
+        except _RetryableAnswer as exc:
+            response = exc.response  # still failing after the last try
+        except httpx.HTTPError as exc:
+            record_github_error("runner", method, "transport")
+            raise ForgeError(self._redact(f"GitHub {method} {path} failed: {exc!r}")) from exc
         if response.status_code >= 400:
             detail = self._redact(response.text)[:300]
             raise ForgeError(f"GitHub {method} {path} answered {response.status_code}: {detail}")

@@ -1,4 +1,4 @@
-"""Intake: what a delivered ``task_submitted`` is before anyone claims it.
+"""Intake: what a delivered ``task_submitted`` (or ``task_requeued``) is before anyone claims it.
 
 A delivery is *poison* when its bytes are not a valid event of the subject it came on
 (recorded in the poison bucket, then terminated: it is never redelivered), and *invalid*
@@ -20,6 +20,7 @@ from bgagent_contracts import (
     InvalidSubmissionError,
     MalformedEventError,
     TaskFailed,
+    TaskRequeued,
     TaskSubmitted,
     decode_recorded,
 )
@@ -41,9 +42,9 @@ async def delivered_task(msg: Msg, js: JetStreamContext, prefix: str) -> str | N
     except MalformedEventError as exc:
         reason = str(exc)
     else:
-        if isinstance(record.event, TaskSubmitted):
+        if isinstance(record.event, (TaskSubmitted, TaskRequeued)):
             return record.event.task_id
-        reason = "not a task_submitted"
+        reason = "not a task_submitted or task_requeued"
     await record_poison(
         js, prefix, reader="runner", seq=seq, subject=msg.subject, reason=reason, size_bytes=len(msg.data)
     )

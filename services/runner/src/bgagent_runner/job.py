@@ -35,6 +35,7 @@ from bgagent_contracts import (
 from bgagent_contracts.preview import redact
 from bgagent_contracts.subjects import task_subject
 
+from . import observe
 from .agent import Agent, AgentResult, Outcome
 from .errors import ForgeError, ForgeUnsupportedError, RunnerError
 from .forge import Forge, Issue, PullRequest
@@ -261,6 +262,7 @@ class Job:
     def _redact(self, text: str) -> str:
         return redact(text, self.settings.secrets)
 
+    @observe.phase_span("finalize")
     async def _finalize(self, summary: str | None) -> None:
         assert self.ws is not None
         assert self.git is not None
@@ -328,6 +330,7 @@ class Job:
         events.append(TaskCompleted(**common(), result=result, branch=ws.branch, pr_url=pr_url, head_sha=sha))
         await self.session.emit(*events)
 
+    @observe.phase_span("post review")
     async def _post_review(self, summary: str | None) -> None:
         assert self.ws is not None
         state, ws = self.session.state, self.ws

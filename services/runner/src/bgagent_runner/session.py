@@ -27,7 +27,7 @@ from bgagent_contracts import (
     event_type,
 )
 from bgagent_contracts.fold import fold_recorded
-from bgagent_eventstore import ConcurrencyError, EventStore, JetStreamEventStore, TaskLog
+from bgagent_eventstore import ConcurrencyError, EventStore, TaskLog
 
 logger = logging.getLogger(__name__)
 
@@ -76,8 +76,6 @@ class TaskSession:
         self.clock = clock
         self.attempt = state.attempt
         """Fixed at claim time: a later task_started (a new attempt) supersedes this session."""
-        self.traceparent: str | None = None
-        """W3C traceparent of the submission, carried on every runner append (one trace per task)."""
         self.before_terminal: Callable[[Event], Awaitable[list[Event]]] | None = None
         """Runs once, before the first terminal event is appended; its events go first (the trace)."""
         self.network = False
@@ -127,14 +125,20 @@ class TaskSession:
             pending[at:at] = extra
         for _ in range(MAX_APPEND_RETRIES):
             try:
-                seqs = await _append(self.store, self.task_id, pending, self.last_seq, self.traceparent)
+                seqs = await _append(self.store, self.task_id, pending, self.last_seq)
             except ConcurrencyError as exc:
                 logger.debug("append conflict on %s: %s", self.task_id, exc)
                 pending = pending[exc.appended :]
                 await self.refresh()
                 continue
-            # OCC guarantees nothing landed between our expected sequence and our events.
-            records = [Recorded(seq=q, subject="", event=e) for q, e in zip(seqs, pending, strict=True)]
+            # OCC guarantees nothing landed between our expected sequence and our events. An event the
+            # refresh already folded (a retried append that had landed: the store answers its old seq)
+            # is not folded twice.
+            records = [
+                Recorded(seq=q, subject="", event=e)
+                for q, e in zip(seqs, pending, strict=True)
+                if q > self.last_seq
+            ]
             state = fold_recorded(records, self.state)
             assert state is not None
             self.state = state
@@ -142,11 +146,9 @@ class TaskSession:
         raise ConcurrencyError(self.task_id, self.last_seq, None)
 
 
-async def _append(
-    store: EventStore, task_id: str, events: list[Event], expected_seq: int, traceparent: str | None
-) -> list[int]:
-    if traceparent and isinstance(store, JetStreamEventStore):
-        return await store.append(task_id, events, expected_seq=expected_seq, traceparent=traceparent)
+async def _append(store: EventStore, task_id: str, events: list[Event], expected_seq: int) -> list[int]:
+    # The store puts the current span's context (the task span or one of its children, see
+    # observe.py) in the message headers: one trace per task, with no parameter to thread through.
     return await store.append(task_id, events, expected_seq=expected_seq)
 
 
@@ -165,7 +167,6 @@ async def claim(
     runner_id: str,
     *,
     now: datetime,
-    traceparent: str | None = None,
     sandbox: str | None = None,
 ) -> TaskSession:
     """Start attempt n+1 with an expected-sequence append; ClaimLost when someone else was first.
@@ -189,7 +190,7 @@ async def claim(
             network=None if sandbox is None else network or sandbox == "off",
         )
         try:
-            await _append(store, state.task_id, [started], log.last_seq, traceparent)
+            await _append(store, state.task_id, [started], log.last_seq)
         except ConcurrencyError:
             seen_attempt = state.attempt
             log = await store.read(state.task_id)
@@ -199,7 +200,6 @@ async def claim(
             continue  # a nudge or cancel request moved the log: try again on the new sequence
         session = TaskSession(store, state)
         session.attempt = started.attempt
-        session.traceparent = traceparent
         session.network = network
         try:
             await session.refresh()

@@ -34,8 +34,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     tool_output_cap: int = 30_000
     task_timeout_s: float | None = 3600.0
     in_progress_interval_s: float = 10.0
+    heartbeat_interval_s: float = 5.0
+    """How often the runner re-puts its heartbeat keys (the bucket's TTL is 15 s)."""
     fetch_timeout_s: float = 1.0
     nak_delay_s: float = 30.0
+    max_attempts: int = 5
+    """``BGAGENT_MAX_ATTEMPTS`` (the reconciler reads it too): a task is never claimed for more."""
     shutdown_grace_s: float = 30.0
     keep_workspaces: bool = False
     ready_file: str | None = None
@@ -68,7 +72,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             tool_output_cap=int(e.get("BGAGENT_TOOL_OUTPUT_CAP", "30000")),
             task_timeout_s=float(timeout) if timeout and float(timeout) > 0 else None,
             in_progress_interval_s=float(e.get("BGAGENT_IN_PROGRESS_INTERVAL_S", "10")),
+            heartbeat_interval_s=float(e.get("BGAGENT_HEARTBEAT_INTERVAL_S", "5")),
             nak_delay_s=float(e.get("BGAGENT_NAK_DELAY_S", "30")),
+            max_attempts=int(e.get("BGAGENT_MAX_ATTEMPTS", "5")),
             shutdown_grace_s=float(e.get("BGAGENT_SHUTDOWN_GRACE_S", "30")),
             keep_workspaces=env_flag(e, "BGAGENT_KEEP_WORKSPACES", False),
             ready_file=e.get("BGAGENT_READY_FILE") or None,

@@ -17,12 +17,18 @@ import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.kv import KeyValue
+from opentelemetry.trace import Span
 
 from bgagent_contracts import TaskFailed
 from bgagent_contracts.preview import redact
 from bgagent_contracts.subjects import runner_consumer
 from bgagent_eventstore import ConcurrencyError, JetStreamEventStore, StoreUnavailableError, connect
+from bgagent_eventstore.heartbeats import Heartbeats
+from bgagent_eventstore.heartbeats import bucket as heartbeat_bucket
 
+from . import observe
 from .cleanup import sweep
 from .errors import NotProvisionedError
 from .forge import Forge, GitHubForge
@@ -57,6 +63,7 @@ class Runner:
         self._slots = asyncio.Semaphore(settings.slots)
         self._jobs: dict[asyncio.Task[None], str] = {}
         self.active: set[str] = set()
+        self._heartbeats: Heartbeats | None = None
 
     @property
     def runner_id(self) -> str:
@@ -74,18 +81,14 @@ class Runner:
         client = self._client
         if client is None and s.anthropic_api_key:
             client = anthropic.AsyncAnthropic(api_key=s.anthropic_api_key, base_url=s.anthropic_base_url)
-        store = JetStreamEventStore(nc, stream=s.nats.stream, prefix=s.nats.prefix)
-        js = nc.jetstream()
-        durable = runner_consumer(s.nats.prefix)
-        try:
-            await js.consumer_info(s.nats.stream, durable)
-        except nats.js.errors.NotFoundError as exc:
-            if self._own_nc:
-                await nc.close()
-            raise NotProvisionedError(
-                f"stream {s.nats.stream} or its consumer {durable} does not exist: run 'bgagent admin init'"
-            ) from exc
-        psub = await js.pull_subscribe_bind(durable=durable, stream=s.nats.stream)
+        store = JetStreamEventStore(nc, stream=s.nats.stream, prefix=s.nats.prefix, outage_s=s.nats.outage_s)
+        psub, kv = await self._bind(nc)
+        heartbeats = self._heartbeats = Heartbeats(kv, s.runner_id, interval_s=s.heartbeat_interval_s)
+        beating = asyncio.create_task(heartbeats.run(), name="heartbeats")
+        depth = asyncio.create_task(
+            observe.poll_queue_depth(nc.jetstream(), s.nats.stream, runner_consumer(s.nats.prefix)),
+            name="queue-depth",
+        )
         await self._sweep_workspaces()
         logger.info("runner %s ready: %d slot(s) on %s", s.runner_id, s.slots, s.nats.stream)
         self.ready.set()
@@ -113,6 +116,11 @@ class Runner:
                         self._slots.release()
         finally:
             await self._drain_jobs()
+            beating.cancel()
+            depth.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beating
+            await heartbeats.stop()
             with contextlib.suppress(*_NATS_ERRORS):
                 await psub.unsubscribe()
             if self._forge is None:
@@ -120,9 +128,29 @@ class Runner:
             if self._client is None and client is not None:
                 await client.close()
             if self._own_nc:
-                with contextlib.suppress(*_NATS_ERRORS):
+                try:
                     await nc.drain()
+                except _NATS_ERRORS:  # e.g. still reconnecting during an outage: close without draining
+                    with contextlib.suppress(*_NATS_ERRORS, OSError):
+                        await nc.close()
             logger.info("runner %s stopped", s.runner_id)
+
+    async def _bind(self, nc: Client) -> tuple[JetStreamContext.PullSubscription, KeyValue]:
+        """The work consumer and the heartbeat bucket; NotProvisionedError when either is missing."""
+        s = self.settings
+        js = nc.jetstream()
+        durable = runner_consumer(s.nats.prefix)
+        try:
+            await js.consumer_info(s.nats.stream, durable)
+            kv = await heartbeat_bucket(js, s.nats.prefix)
+        except nats.js.errors.NotFoundError as exc:  # BucketNotFoundError is one too
+            if self._own_nc:
+                await nc.close()
+            raise NotProvisionedError(
+                f"stream {s.nats.stream}, its consumer {durable} or the heartbeat bucket does not exist: "
+                "run 'bgagent admin init'"
+            ) from exc
+        return await js.pull_subscribe_bind(durable=durable, stream=s.nats.stream), kv
 
     async def _sweep_workspaces(self) -> None:
         """Remove the workspaces of attempts whose runner is gone (killed, crashed): ``cleanup.sweep``."""
@@ -218,9 +246,23 @@ class Runner:
         forge: Forge,
         client: anthropic.AsyncAnthropic | None,
     ) -> str:
+        """Handle one delivery inside the task span, a child of the submission's trace context."""
+        with observe.task_span(msg.headers) as span:
+            return await self._process_delivery(msg, store, nc, forge, client, span)
+
+    async def _process_delivery(
+        self,
+        msg: Msg,
+        store: JetStreamEventStore,
+        nc: Client,
+        forge: Forge,
+        client: anthropic.AsyncAnthropic | None,
+        span: Span,
+    ) -> str:
         task_id = await delivered_task(msg, nc.jetstream(), self.settings.nats.prefix)
         if task_id is None:
             return "term"  # poison: recorded, never redelivered
+        observe.name_task(span, task_id)
         if task_id in self.active:
             return "none"  # a redelivery of a task this process is running: its handler acks
         log = await store.read(task_id)
@@ -229,6 +271,11 @@ class Runner:
             logger.error("task %s has no readable task_submitted; dropping the message", task_id)
             return "term"
         if state.terminal:
+            return "ack"
+        if state.attempt >= self.settings.max_attempts:
+            # a second work message (a requeue) of a task whose attempts are spent: the reconciler
+            # ends it (RUNNER_LOST) once its last runner's heartbeat is gone
+            logger.warning("task %s: %d attempts spent; not claiming it again", task_id, state.attempt)
             return "ack"
         sandbox = self.settings.sandbox
         problem = submission_problem(log, self.settings.local_repo_roots, allow_network=sandbox.allow_network)
@@ -239,17 +286,19 @@ class Runner:
                 return "busy"  # the log moved (a cancel?): look again on redelivery
             return "ack"
         try:
-            traceparent = (msg.headers or {}).get("traceparent")
-            session = await claim(
-                store, log, self.runner_id, now=utcnow(), traceparent=traceparent, sandbox=sandbox.mode
-            )
+            # task_started and every later append carry the current span (this task span or a child).
+            session = await claim(store, log, self.runner_id, now=utcnow(), sandbox=sandbox.mode)
         except ClaimLost as lost:
             if lost.state is None or lost.state.terminal:
                 return "ack"
             logger.info("task %s is owned by %s; backing off", task_id, lost.state.runner_id)
             return "busy"
         logger.info("claimed task %s (attempt %d)", task_id, session.attempt)
+        observe.claimed(span, session.attempt, self.runner_id)
         self.active.add(task_id)
+        heartbeats = self._heartbeats
+        assert heartbeats is not None
+        await heartbeats.hold(task_id, session.attempt)
         try:
             try:
                 await Job(session, self.settings, nc=nc, client=client, forge=forge).run()
@@ -263,5 +312,7 @@ class Runner:
                 await session.emit(TaskFailed(**session.common(), code="RUNNER_ERROR", message=message))
         finally:
             self.active.discard(task_id)
+            await heartbeats.release(task_id)
+        observe.finished(span, session.state.status.value)
         logger.info("task %s done: %s", task_id, session.state.status.value)
         return "ack"

@@ -33,6 +33,8 @@ class Reply:
     status: int
     body: Any = None
     headers: dict[str, str] = field(default_factory=dict)
+    applied: bool = False
+    """An injected failure whose request took effect anyway (a gateway error after the write)."""
 
 
 @dataclass
@@ -47,6 +49,7 @@ class Fault:
     method: str | None = None
     message: str | None = None
     hits: int = 0
+    applied: bool = False
 
     def matches(self, method: str, path: str) -> bool:
         if self.times is not None and self.hits >= self.times:
@@ -73,7 +76,9 @@ class Fault:
             message = "Server Error"
         else:
             message = "Injected failure"
-        return Reply(self.status, {"message": message, "documentation_url": DOCS}, headers)
+        return Reply(
+            self.status, {"message": message, "documentation_url": DOCS}, headers, applied=self.applied
+        )
 
 
 def _error(status: int, message: str, **extra: Any) -> Reply:

@@ -153,6 +153,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if reply is None:
             reply = self._rest(method, path, query, raw, headers, found)
+        elif reply.applied and not git and self._authorized():
+            self._rest(method, path, query, raw, headers, found)  # it happens; the caller hears the fault
         if body_unread:
             self.close_connection = True
         model.record(name, method, path, reply.status, headers)
@@ -387,14 +389,16 @@ class FakeGitHub:
         path_prefix: str = "",
         method: str | None = None,
         message: str | None = None,
+        applied: bool = False,
     ) -> Fault:
         """Fail the next ``times`` requests whose path starts with ``path_prefix`` (and method, if given).
 
         ``retry_after`` sets ``Retry-After``; ``reset_in`` (seconds) sets ``x-ratelimit-remaining: 0`` and
         ``x-ratelimit-reset`` (epoch seconds), like GitHub's primary limit. ``times=None`` lasts until
-        ``clear_faults()``.
+        ``clear_faults()``. ``applied=True``: the request takes effect and then fails (GitHub's 502 after
+        the write), so a blind retry of a POST would create a second object.
         """
-        fault = Fault(status, retry_after, reset_in, times, path_prefix, method, message)
+        fault = Fault(status, retry_after, reset_in, times, path_prefix, method, message, applied=applied)
         with self.model.lock:
             self.model.faults.append(fault)
         return fault

@@ -1,0 +1,150 @@
+"""Appends and reads that ride out a NATS outage: retried unchanged, never duplicated, still cancellable."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import pytest
+from nats.aio.client import Client
+
+from bgagent_eventstore import JetStreamEventStore, NatsSettings, StoreUnavailableError, connect, provision
+from bgagent_testing.servers import NatsServer, free_port
+
+pytestmark = [pytest.mark.integration, pytest.mark.faults]
+
+
+class Restartable:
+    """A private nats-server that can be stopped and started again on the same port and store."""
+
+    def __init__(self) -> None:
+        self.store_dir = tempfile.mkdtemp(prefix="bgagent-nats-outage-")
+        self.port = free_port()
+        self.server: NatsServer | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.server = NatsServer(store_dir=self.store_dir, port=self.port).start()
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+
+
+@pytest.fixture
+def restartable() -> Iterator[Restartable]:
+    server = Restartable()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(server.store_dir, ignore_errors=True)
+
+
+@pytest.fixture
+async def client(restartable: Restartable) -> AsyncIterator[Client]:
+    nc = await connect(restartable.url, name="pytest-outage")
+    try:
+        yield nc
+    finally:
+        with contextlib.suppress(OSError):  # nats-py: closing while reconnecting to a stopped server
+            await nc.close()
+
+
+async def wait_until(pred: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(0.05)
+
+
+async def _store(client: Client, restartable: Restartable, outage_s: float) -> JetStreamEventStore:
+    settings = NatsSettings(url=restartable.url, stream="OUTAGE", prefix="og")
+    await provision(client.jetstream(), settings)
+    return JetStreamEventStore(
+        client, stream=settings.stream, prefix=settings.prefix, timeout=1.0, outage_s=outage_s
+    )
+
+
+async def test_an_append_retried_across_a_restart_lands_once(
+    restartable: Restartable, client: Client, ev: Any
+) -> None:
+    store = await _store(client, restartable, outage_s=30.0)
+    task = ev.new_id()
+    first = await store.append(task, [ev.submitted(task)], expected_seq=0)
+    events = [ev.milestone(task, "during-1"), ev.milestone(task, "during-2")]
+
+    restartable.stop()
+    await wait_until(lambda: not client.is_connected)
+    pending = asyncio.create_task(store.append(task, events, expected_seq=first[-1]))
+    # Let it fail at least one publish (1 s timeout) and retry while the server is down.
+    await asyncio.sleep(2.5)
+    assert not pending.done()
+    restartable.start()
+
+    async with asyncio.timeout(20):
+        seqs = await pending
+    log = await store.read(task)
+    assert [r.seq for r in log.records] == [*first, *seqs]
+    ids = [r.event.event_id for r in log.records]
+    assert ids[1:] == [e.event_id for e in events]
+    assert len(set(ids)) == len(ids)
+    assert (await store.last_stream_seq()) == seqs[-1]  # nothing else landed on the stream
+
+
+async def test_a_read_waits_for_the_server_to_come_back(
+    restartable: Restartable, client: Client, ev: Any
+) -> None:
+    store = await _store(client, restartable, outage_s=30.0)
+    task = ev.new_id()
+    seqs = await store.append(task, [ev.submitted(task)], expected_seq=0)
+    restartable.stop()
+    await wait_until(lambda: not client.is_connected)
+    pending = asyncio.create_task(store.read(task))
+    await asyncio.sleep(1.5)
+    restartable.start()
+    async with asyncio.timeout(20):
+        log = await pending
+    assert [r.seq for r in log.records] == seqs
+
+
+async def test_an_outage_longer_than_the_budget_is_store_unavailable(
+    restartable: Restartable, client: Client, ev: Any
+) -> None:
+    store = await _store(client, restartable, outage_s=1.5)
+    task = ev.new_id()
+    restartable.stop()
+    await wait_until(lambda: not client.is_connected)
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailableError):
+        await store.append(task, [ev.submitted(task)], expected_seq=0)
+    with pytest.raises(StoreUnavailableError):
+        await store.read(task)
+    assert time.monotonic() - started < 15
+
+
+async def test_a_retrying_append_stops_when_cancelled(
+    restartable: Restartable, client: Client, ev: Any
+) -> None:
+    store = await _store(client, restartable, outage_s=60.0)
+    task = ev.new_id()
+    restartable.stop()
+    await wait_until(lambda: not client.is_connected)
+    pending = asyncio.create_task(store.append(task, [ev.submitted(task)], expected_seq=0))
+    await asyncio.sleep(1.5)
+    pending.cancel()
+    started = time.monotonic()
+    with pytest.raises(asyncio.CancelledError):
+        await pending
+    assert time.monotonic() - started < 2
