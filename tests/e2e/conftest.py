@@ -5,6 +5,7 @@ Tests drive it only through the ``bgagent`` CLI (subprocesses) and HTTP.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -140,69 +141,38 @@ class E2E:
         return result
 
 
-@pytest.fixture(scope="session")
-def e2e(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterator[E2E]:
-    root = tmp_path_factory.mktemp("e2e")
+@contextlib.contextmanager
+def running_stack(
+    tmp_path_factory: pytest.TempPathFactory,
+    name: str,
+    database_url: str,
+    *,
+    nats_nodes: int = 1,
+    extra_env: dict[str, str] | None = None,
+) -> Iterator[E2E]:
+    """A whole stack with a fake GitHub: its own nats-server (or cluster) with a NATS user per
+    service (auth end to end), stream and prefix; the tests' repositories live under pytest's base
+    temp, a local root of the stack. ``{root}`` in an ``extra_env`` value is the stack's folder."""
+    root = tmp_path_factory.mktemp(name)
     github = FakeGitHub(root / "github", token=GH_TOKEN)
     github.start()
     tag = secrets.token_hex(3)
     spec = StackSpec(
         home=str(root / "home"),
         database_url=database_url,
-        # no nats_url: the stack runs its own nats-server with a NATS user per service (auth end to end)
-        stream=f"E2E{tag.upper()}",
-        prefix=f"e2e{tag}",
+        nats_nodes=nats_nodes,
+        stream=f"{name.replace('-', '').upper()}{tag.upper()}",
+        prefix=f"{name.replace('-', '')}{tag}",
         scripted_model=True,
         github_api_url=github.api_url,
         github_git_url=github.git_url,
         github_token=GH_TOKEN,
-        # the tests' repositories live in their tmp_path folders, all under pytest's base temp
         repo_roots=(str(tmp_path_factory.getbasetemp()),),
         extra_env={
             "BGAGENT_RUNNER_SLOTS": "4",
             "BGAGENT_LOG_LEVEL": "INFO",
-            # each service writes its spans and metrics to <root>/otel/<service>.jsonl (test_tracing.py)
-            "BGAGENT_OTEL_FILE": str(root / "otel" / "{service}.jsonl"),
-            "OTEL_METRIC_EXPORT_INTERVAL": "2000",
+            **{k: v.replace("{root}", str(root)) for k, v in (extra_env or {}).items()},
         },
-    )
-    stack = Stack(spec)
-    stack.start()
-    try:
-        yield E2E(stack, github, root / "home")
-    finally:
-        stack.stop()
-        github.stop()
-
-
-@pytest.fixture(scope="module")
-def e2e_cluster(tmp_path_factory: pytest.TempPathFactory, postgres_server_url: str) -> Iterator[E2E]:
-    """The same stack on a 3-node NATS cluster (``nats-n1``…``nats-n3``, R3), with a database of its own.
-
-    Per module: its tests kill nodes. ``e2e.stack.cluster`` is the ``NatsCluster``.
-    """
-    import asyncio
-
-    from bgagent_testing.servers import drop_database, ensure_database, with_database
-
-    root = tmp_path_factory.mktemp("e2e-cluster")
-    database_url = with_database(postgres_server_url, f"bgagent_test_cluster_{secrets.token_hex(4)}")
-    created = asyncio.run(ensure_database(database_url))
-    github = FakeGitHub(root / "github", token=GH_TOKEN)
-    github.start()
-    tag = secrets.token_hex(3)
-    spec = StackSpec(
-        home=str(root / "home"),
-        database_url=database_url,
-        nats_nodes=3,
-        stream=f"E2EC{tag.upper()}",
-        prefix=f"e2ec{tag}",
-        scripted_model=True,
-        github_api_url=github.api_url,
-        github_git_url=github.git_url,
-        github_token=GH_TOKEN,
-        repo_roots=(str(tmp_path_factory.getbasetemp()),),
-        extra_env={"BGAGENT_RUNNER_SLOTS": "4", "BGAGENT_LOG_LEVEL": "INFO"},
     )
     stack = Stack(spec)
     try:
@@ -211,5 +181,40 @@ def e2e_cluster(tmp_path_factory: pytest.TempPathFactory, postgres_server_url: s
     finally:
         stack.stop()
         github.stop()
+
+
+@contextlib.contextmanager
+def own_database(postgres_server_url: str, name: str) -> Iterator[str]:
+    """A database of the caller's own on the test server, dropped afterwards if it created it."""
+    import asyncio
+
+    from bgagent_testing.servers import drop_database, ensure_database, with_database
+
+    database_url = with_database(postgres_server_url, f"bgagent_test_{name}_{secrets.token_hex(4)}")
+    created = asyncio.run(ensure_database(database_url))
+    try:
+        yield database_url
+    finally:
         if created:
             asyncio.run(drop_database(database_url))
+
+
+@pytest.fixture(scope="session")
+def e2e(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterator[E2E]:
+    # each service writes its spans and metrics to <root>/otel/<service>.jsonl (test_tracing.py)
+    otel = {"BGAGENT_OTEL_FILE": "{root}/otel/{service}.jsonl", "OTEL_METRIC_EXPORT_INTERVAL": "2000"}
+    with running_stack(tmp_path_factory, "e2e", database_url, extra_env=otel) as e2e:
+        yield e2e
+
+
+@pytest.fixture(scope="module")
+def e2e_cluster(tmp_path_factory: pytest.TempPathFactory, postgres_server_url: str) -> Iterator[E2E]:
+    """The same stack on a 3-node NATS cluster (``nats-n1``…``nats-n3``, R3), with a database of its own.
+
+    Per module: its tests kill nodes. ``e2e.stack.cluster`` is the ``NatsCluster``.
+    """
+    with (
+        own_database(postgres_server_url, "cluster") as database_url,
+        running_stack(tmp_path_factory, "e2e-cluster", database_url, nats_nodes=3) as e2e,
+    ):
+        yield e2e

@@ -10,19 +10,14 @@ and a terminal state with a reason a user can read.
 
 from __future__ import annotations
 
-import asyncio
-import secrets
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from bgagent_cli.demo import DEMO_SCRIPT
-from bgagent_cli.stack import Stack, StackSpec
-from bgagent_testing.fake_github import FakeGitHub
-from bgagent_testing.servers import drop_database, ensure_database, with_database
 
-from .conftest import E2E, GH_TOKEN, wait_until
+from .conftest import E2E, own_database, running_stack, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.faults]
 
@@ -43,34 +38,11 @@ FAST = {
 
 @pytest.fixture(scope="module")
 def fast(tmp_path_factory: pytest.TempPathFactory, postgres_server_url: str) -> Iterator[E2E]:
-    root = tmp_path_factory.mktemp("e2e-faults")
-    database_url = with_database(postgres_server_url, f"bgagent_test_faults_{secrets.token_hex(4)}")
-    created = asyncio.run(ensure_database(database_url))
-    github = FakeGitHub(root / "github", token=GH_TOKEN)
-    github.start()
-    tag = secrets.token_hex(3)
-    stack = Stack(
-        StackSpec(
-            home=str(root / "home"),
-            database_url=database_url,
-            stream=f"E2EF{tag.upper()}",
-            prefix=f"e2ef{tag}",
-            scripted_model=True,
-            github_api_url=github.api_url,
-            github_git_url=github.git_url,
-            github_token=GH_TOKEN,
-            repo_roots=(str(tmp_path_factory.getbasetemp()),),
-            extra_env=FAST,
-        )
-    )
-    stack.start()
-    try:
-        yield E2E(stack, github, root / "home")
-    finally:
-        stack.stop()
-        github.stop()
-        if created:
-            asyncio.run(drop_database(database_url))
+    with (
+        own_database(postgres_server_url, "faults") as database_url,
+        running_stack(tmp_path_factory, "e2e-faults", database_url, extra_env=FAST) as e2e,
+    ):
+        yield e2e
 
 
 def _github_task(e2e: E2E, name: str, turns: list[dict[str, Any]]) -> tuple[str, int]:

@@ -4,56 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
-import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
 from nats.aio.client import Client
 
 from bgagent_eventstore import JetStreamEventStore, NatsSettings, StoreUnavailableError, connect, provision
-from bgagent_testing.servers import NatsServer, free_port
+from bgagent_testing.servers import RestartableNats
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
 
-class Restartable:
-    """A private nats-server that can be stopped and started again on the same port and store."""
-
-    def __init__(self) -> None:
-        self.store_dir = tempfile.mkdtemp(prefix="bgagent-nats-outage-")
-        self.port = free_port()
-        self.server: NatsServer | None = None
-
-    @property
-    def url(self) -> str:
-        return f"nats://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        self.server = NatsServer(store_dir=self.store_dir, port=self.port).start()
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.stop()
-            self.server = None
-
-
 @pytest.fixture
-def restartable() -> Iterator[Restartable]:
-    server = Restartable()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-        shutil.rmtree(server.store_dir, ignore_errors=True)
-
-
-@pytest.fixture
-async def client(restartable: Restartable) -> AsyncIterator[Client]:
-    nc = await connect(restartable.url, name="pytest-outage")
+async def client(restartable_nats: RestartableNats) -> AsyncIterator[Client]:
+    nc = await connect(restartable_nats.url, name="pytest-outage")
     try:
         yield nc
     finally:
@@ -69,8 +35,8 @@ async def wait_until(pred: Callable[[], bool], timeout: float = 10.0) -> None:
         await asyncio.sleep(0.05)
 
 
-async def _store(client: Client, restartable: Restartable, outage_s: float) -> JetStreamEventStore:
-    settings = NatsSettings(url=restartable.url, stream="OUTAGE", prefix="og")
+async def _store(client: Client, restartable_nats: RestartableNats, outage_s: float) -> JetStreamEventStore:
+    settings = NatsSettings(url=restartable_nats.url, stream="OUTAGE", prefix="og")
     await provision(client.jetstream(), settings)
     return JetStreamEventStore(
         client, stream=settings.stream, prefix=settings.prefix, timeout=1.0, outage_s=outage_s
@@ -78,20 +44,20 @@ async def _store(client: Client, restartable: Restartable, outage_s: float) -> J
 
 
 async def test_an_append_retried_across_a_restart_lands_once(
-    restartable: Restartable, client: Client, ev: Any
+    restartable_nats: RestartableNats, client: Client, ev: Any
 ) -> None:
-    store = await _store(client, restartable, outage_s=30.0)
+    store = await _store(client, restartable_nats, outage_s=30.0)
     task = ev.new_id()
     first = await store.append(task, [ev.submitted(task)], expected_seq=0)
     events = [ev.milestone(task, "during-1"), ev.milestone(task, "during-2")]
 
-    restartable.stop()
+    restartable_nats.stop()
     await wait_until(lambda: not client.is_connected)
     pending = asyncio.create_task(store.append(task, events, expected_seq=first[-1]))
     # Let it fail at least one publish (1 s timeout) and retry while the server is down.
     await asyncio.sleep(2.5)
     assert not pending.done()
-    restartable.start()
+    restartable_nats.start()
 
     async with asyncio.timeout(20):
         seqs = await pending
@@ -104,27 +70,27 @@ async def test_an_append_retried_across_a_restart_lands_once(
 
 
 async def test_a_read_waits_for_the_server_to_come_back(
-    restartable: Restartable, client: Client, ev: Any
+    restartable_nats: RestartableNats, client: Client, ev: Any
 ) -> None:
-    store = await _store(client, restartable, outage_s=30.0)
+    store = await _store(client, restartable_nats, outage_s=30.0)
     task = ev.new_id()
     seqs = await store.append(task, [ev.submitted(task)], expected_seq=0)
-    restartable.stop()
+    restartable_nats.stop()
     await wait_until(lambda: not client.is_connected)
     pending = asyncio.create_task(store.read(task))
     await asyncio.sleep(1.5)
-    restartable.start()
+    restartable_nats.start()
     async with asyncio.timeout(20):
         log = await pending
     assert [r.seq for r in log.records] == seqs
 
 
 async def test_an_outage_longer_than_the_budget_is_store_unavailable(
-    restartable: Restartable, client: Client, ev: Any
+    restartable_nats: RestartableNats, client: Client, ev: Any
 ) -> None:
-    store = await _store(client, restartable, outage_s=1.5)
+    store = await _store(client, restartable_nats, outage_s=1.5)
     task = ev.new_id()
-    restartable.stop()
+    restartable_nats.stop()
     await wait_until(lambda: not client.is_connected)
     started = time.monotonic()
     with pytest.raises(StoreUnavailableError):
@@ -135,11 +101,11 @@ async def test_an_outage_longer_than_the_budget_is_store_unavailable(
 
 
 async def test_a_retrying_append_stops_when_cancelled(
-    restartable: Restartable, client: Client, ev: Any
+    restartable_nats: RestartableNats, client: Client, ev: Any
 ) -> None:
-    store = await _store(client, restartable, outage_s=60.0)
+    store = await _store(client, restartable_nats, outage_s=60.0)
     task = ev.new_id()
-    restartable.stop()
+    restartable_nats.stop()
     await wait_until(lambda: not client.is_connected)
     pending = asyncio.create_task(store.append(task, [ev.submitted(task)], expected_seq=0))
     await asyncio.sleep(1.5)

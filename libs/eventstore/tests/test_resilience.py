@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
-import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -16,7 +14,7 @@ from nats.aio.client import Client
 from bgagent_contracts import decode_event
 from bgagent_contracts.subjects import task_filter
 from bgagent_eventstore import JetStreamEventStore, NatsSettings, connect, follow, provision
-from bgagent_testing.servers import NatsServer, free_port
+from bgagent_testing.servers import RestartableNats
 
 pytestmark = pytest.mark.integration
 
@@ -34,41 +32,9 @@ async def wait_until(pred: Callable[[], bool | Awaitable[bool]], timeout: float 
         await asyncio.sleep(0.05)
 
 
-class Restartable:
-    """A private nats-server that can be stopped and started again on the same port and store."""
-
-    def __init__(self) -> None:
-        self.store_dir = tempfile.mkdtemp(prefix="bgagent-nats-restart-")
-        self.port = free_port()
-        self.server: NatsServer | None = None
-
-    @property
-    def url(self) -> str:
-        return f"nats://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        self.server = NatsServer(store_dir=self.store_dir, port=self.port).start()
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.stop()
-            self.server = None
-
-
 @pytest.fixture
-def restartable() -> Iterator[Restartable]:
-    server = Restartable()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-        shutil.rmtree(server.store_dir, ignore_errors=True)
-
-
-@pytest.fixture
-async def client(restartable: Restartable) -> AsyncIterator[Client]:
-    nc = await connect(restartable.url, name="pytest-restart")
+async def client(restartable_nats: RestartableNats) -> AsyncIterator[Client]:
+    nc = await connect(restartable_nats.url, name="pytest-restart")
     try:
         yield nc
     finally:
@@ -76,23 +42,23 @@ async def client(restartable: Restartable) -> AsyncIterator[Client]:
 
 
 async def test_connect_keeps_reconnecting_after_the_first_connection(
-    restartable: Restartable, client: Client, caplog: pytest.LogCaptureFixture
+    restartable_nats: RestartableNats, client: Client, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="bgagent_eventstore.connect")
-    restartable.stop()
+    restartable_nats.stop()
     await wait_until(lambda: not client.is_connected)
     # more failed attempts than the initial connect is allowed: an old client would have given up
     await wait_until(lambda: sum("nats error" in r.getMessage() for r in caplog.records) >= 5)
     assert not client.is_closed
-    restartable.start()
+    restartable_nats.start()
     await wait_until(lambda: client.is_connected)
     await client.flush(timeout=2)
 
 
 async def test_follow_resumes_after_a_server_restart_without_gap_or_duplicate(
-    restartable: Restartable, client: Client, ev: Any
+    restartable_nats: RestartableNats, client: Client, ev: Any
 ) -> None:
-    settings = NatsSettings(url=restartable.url, stream="RESTART", prefix="rs")
+    settings = NatsSettings(url=restartable_nats.url, stream="RESTART", prefix="rs")
     await provision(client.jetstream(), settings)
     store = JetStreamEventStore(client, stream=settings.stream, prefix=settings.prefix, timeout=2.0)
     task = ev.new_id()
@@ -109,9 +75,9 @@ async def test_follow_resumes_after_a_server_restart_without_gap_or_duplicate(
         async with asyncio.timeout(5):
             got += [await anext(agen), await anext(agen)]
 
-        restartable.stop()
+        restartable_nats.stop()
         await wait_until(lambda: not client.is_connected)
-        restartable.start()
+        restartable_nats.start()
         await wait_until(lambda: client.is_connected)
 
         async def appended() -> list[int]:

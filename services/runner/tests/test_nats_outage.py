@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
-import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,48 +19,16 @@ from bgagent_contracts.subjects import runner_consumer
 from bgagent_eventstore import JetStreamEventStore, NatsSettings, connect, provision
 from bgagent_runner import Runner
 from bgagent_testing.model_server import ModelServer
-from bgagent_testing.servers import NatsServer, free_port
+from bgagent_testing.servers import RestartableNats
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
-OUTAGE_S = 18.0
-
-
-class Restartable:
-    """A private nats-server that can be stopped and started again on the same port and store."""
-
-    def __init__(self) -> None:
-        self.store_dir = tempfile.mkdtemp(prefix="bgagent-nats-outage-")
-        self.port = free_port()
-        self.server: NatsServer | None = None
-
-    @property
-    def url(self) -> str:
-        return f"nats://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        self.server = NatsServer(store_dir=self.store_dir, port=self.port).start()
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.stop()
-            self.server = None
+OUTAGE_S = 20.0
 
 
 @pytest.fixture
-def restartable() -> Iterator[Restartable]:
-    server = Restartable()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-        shutil.rmtree(server.store_dir, ignore_errors=True)
-
-
-@pytest.fixture
-async def private_nc(restartable: Restartable) -> AsyncIterator[Client]:
-    nc = await connect(restartable.url, name="pytest-runner-outage")
+async def private_nc(restartable_nats: RestartableNats) -> AsyncIterator[Client]:
+    nc = await connect(restartable_nats.url, name="pytest-runner-outage")
     try:
         yield nc
     finally:
@@ -78,11 +44,11 @@ async def test_a_task_survives_a_nats_outage_in_its_first_attempt(
     kit: Any,
     model_server: ModelServer,
     origin: Path,
-    restartable: Restartable,
+    restartable_nats: RestartableNats,
     private_nc: Client,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    nats = NatsSettings(url=restartable.url, stream="OUTAGE", prefix="og", outage_s=60.0)
+    nats = NatsSettings(url=restartable_nats.url, stream="OUTAGE", prefix="og", outage_s=60.0)
     await provision(private_nc.jetstream(), nats)
     store = JetStreamEventStore(private_nc, stream=nats.stream, prefix=nats.prefix, outage_s=30.0)
     tag = f"outage-{ULID()}"
@@ -105,10 +71,10 @@ async def test_a_task_survives_a_nats_outage_in_its_first_attempt(
         while not model_server.requests(tag):  # the agent loop is running: the first model call was made
             assert time.monotonic() < deadline, "the runner never called the model"
             await asyncio.sleep(0.02)
-        restartable.stop()
+        restartable_nats.stop()
         await asyncio.sleep(OUTAGE_S)  # the outage itself, not an assertion
         assert not running.done()
-        restartable.start()
+        restartable_nats.start()
 
         deadline = time.monotonic() + 30
         while True:
@@ -158,11 +124,11 @@ async def test_a_runner_stopped_while_nats_is_down_still_stops(
     kit: Any,
     model_server: ModelServer,
     origin: Path,
-    restartable: Restartable,
+    restartable_nats: RestartableNats,
     private_nc: Client,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    nats = NatsSettings(url=restartable.url, stream="OUTAGE", prefix="og", outage_s=60.0)
+    nats = NatsSettings(url=restartable_nats.url, stream="OUTAGE", prefix="og", outage_s=60.0)
     await provision(private_nc.jetstream(), nats)
     store = JetStreamEventStore(private_nc, stream=nats.stream, prefix=nats.prefix)
     tag = f"outage-stop-{ULID()}"
@@ -177,7 +143,7 @@ async def test_a_runner_stopped_while_nats_is_down_still_stops(
         while not model_server.requests(tag):
             assert time.monotonic() < deadline, "the runner never called the model"
             await asyncio.sleep(0.02)
-        restartable.stop()
+        restartable_nats.stop()
         deadline = time.monotonic() + 20
         while not any("NATS not answering" in r.getMessage() for r in caplog.records):
             assert time.monotonic() < deadline, "no append waited for NATS"

@@ -134,46 +134,18 @@ async def provision(js: JetStreamContext, s: NatsSettings) -> ProvisionReport:
             report.unchanged.append(f"stream {s.stream}")
 
     for cfg in (runner_consumer_config(s), fanout_consumer_config(s)):
-        name = cfg.durable_name
-        assert name is not None
-        try:
-            cinfo = await js.consumer_info(s.stream, name)
-        except nats.js.errors.NotFoundError:
-            await js.add_consumer(s.stream, cfg)
-            report.created.append(f"consumer {name}")
-        else:
-            drift = _differs(cinfo.config, cfg, _CONSUMER_FIELDS)
-            if drift:
-                await js.add_consumer(s.stream, cfg)
-                report.updated.append(f"consumer {name} ({', '.join(drift)})")
-            else:
-                report.unchanged.append(f"consumer {name}")
-
-    for bucket, history in (
-        (comments_bucket(s.prefix), 1),
-        (idempotency_bucket(s.prefix), 1),
-        (tokens_bucket(s.prefix), TOKENS_HISTORY),
+        await _ensure_consumer(js, report, s.stream, cfg)
+    for bucket, history, ttl in (
+        (comments_bucket(s.prefix), 1, None),
+        (idempotency_bucket(s.prefix), 1, None),
+        (tokens_bucket(s.prefix), TOKENS_HISTORY, None),
+        (poison_bucket(s.prefix), 1, POISON_TTL_S),
+        (heartbeats_bucket(s.prefix), 1, s.heartbeat_ttl_s),
     ):
-        try:
-            await js.key_value(bucket)
-            report.unchanged.append(f"kv {bucket}")
-        except nats.js.errors.BucketNotFoundError:
-            await js.create_key_value(
-                KeyValueConfig(bucket=bucket, history=history, storage=StorageType.FILE, replicas=s.replicas)
-            )
-            report.created.append(f"kv {bucket}")
-
-    poison = poison_bucket(s.prefix)
-    try:
-        await js.key_value(poison)
-        report.unchanged.append(f"kv {poison}")
-    except nats.js.errors.BucketNotFoundError:
-        await js.create_key_value(
-            KeyValueConfig(
-                bucket=poison, history=1, ttl=POISON_TTL_S, storage=StorageType.FILE, replicas=s.replicas
-            )
+        kv = KeyValueConfig(
+            bucket=bucket, history=history, ttl=ttl, storage=StorageType.FILE, replicas=s.replicas
         )
-        report.created.append(f"kv {poison}")
+        await _ensure_kv(js, report, kv)
 
     traces = traces_bucket(s.prefix)
     try:
@@ -182,7 +154,7 @@ async def provision(js: JetStreamContext, s: NatsSettings) -> ProvisionReport:
     except nats.js.errors.BucketNotFoundError:
         await js.create_object_store(traces, ObjectStoreConfig(storage=StorageType.FILE, replicas=s.replicas))
         report.created.append(f"object store {traces}")
-    await _provision_reconciliation(js, s, report)
+    await _provision_advisories(js, s, report)
     await match_replicas(js, s, report)
     logger.info("provisioned", extra={"assets_created": report.created, "assets_updated": report.updated})
     return report
@@ -214,19 +186,8 @@ def reconciler_consumer_config(s: NatsSettings) -> ConsumerConfig:
     )
 
 
-async def _provision_reconciliation(js: JetStreamContext, s: NatsSettings, report: ProvisionReport) -> None:
-    """The runner heartbeat bucket (TTL) and the advisory stream with the reconcilers' durable."""
-    bucket = heartbeats_bucket(s.prefix)
-    try:
-        await js.key_value(bucket)
-        report.unchanged.append(f"kv {bucket}")
-    except nats.js.errors.BucketNotFoundError:
-        await js.create_key_value(
-            KeyValueConfig(
-                bucket=bucket, history=1, ttl=s.heartbeat_ttl_s, storage=StorageType.FILE, replicas=s.replicas
-            )
-        )
-        report.created.append(f"kv {bucket}")
+async def _provision_advisories(js: JetStreamContext, s: NatsSettings, report: ProvisionReport) -> None:
+    """The stream that keeps the max-deliveries advisories, with the reconcilers' durable on it."""
     wanted = advisory_stream_config(s)
     assert wanted.name is not None
     try:
@@ -235,14 +196,37 @@ async def _provision_reconciliation(js: JetStreamContext, s: NatsSettings, repor
     except nats.js.errors.NotFoundError:
         await js.add_stream(wanted)
         report.created.append(f"stream {wanted.name}")
-    cfg = reconciler_consumer_config(s)
-    assert cfg.durable_name is not None
+    await _ensure_consumer(js, report, wanted.name, reconciler_consumer_config(s))
+
+
+async def _ensure_consumer(
+    js: JetStreamContext, report: ProvisionReport, stream: str, cfg: ConsumerConfig
+) -> None:
+    """Create a durable consumer, or update it when a field we set drifted."""
+    name = cfg.durable_name
+    assert name is not None
     try:
-        await js.consumer_info(wanted.name, cfg.durable_name)
-        report.unchanged.append(f"consumer {cfg.durable_name}")
+        info = await js.consumer_info(stream, name)
     except nats.js.errors.NotFoundError:
-        await js.add_consumer(wanted.name, cfg)
-        report.created.append(f"consumer {cfg.durable_name}")
+        await js.add_consumer(stream, cfg)
+        report.created.append(f"consumer {name}")
+        return
+    drift = _differs(info.config, cfg, _CONSUMER_FIELDS)
+    if drift:
+        await js.add_consumer(stream, cfg)
+        report.updated.append(f"consumer {name} ({', '.join(drift)})")
+    else:
+        report.unchanged.append(f"consumer {name}")
+
+
+async def _ensure_kv(js: JetStreamContext, report: ProvisionReport, cfg: KeyValueConfig) -> None:
+    """Create a KV bucket when missing; an existing one is left as it is (``match_replicas`` scales it)."""
+    try:
+        await js.key_value(cfg.bucket)
+        report.unchanged.append(f"kv {cfg.bucket}")
+    except nats.js.errors.BucketNotFoundError:
+        await js.create_key_value(cfg)
+        report.created.append(f"kv {cfg.bucket}")
 
 
 def replicated_streams(s: NatsSettings) -> list[str]:

@@ -31,6 +31,7 @@ from bgagent_eventstore import JetStreamEventStore, NatsSettings, connect, provi
 
 from .servers import (
     NatsCluster,
+    RestartableNats,
     drop_database,
     ensure_database,
     nats_for_tests,
@@ -107,3 +108,14 @@ async def provisioned(nc: Client, nats_settings: NatsSettings) -> AsyncIterator[
 @pytest.fixture
 def event_store(nc: Client, provisioned: NatsSettings) -> JetStreamEventStore:
     return JetStreamEventStore(nc, stream=provisioned.stream, prefix=provisioned.prefix)
+
+
+@pytest.fixture
+def restartable_nats() -> Iterator[RestartableNats]:
+    """A nats-server of this test's own, running; ``stop()``/``start()`` make an outage."""
+    server = RestartableNats()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.remove()

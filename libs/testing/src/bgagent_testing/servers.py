@@ -442,6 +442,32 @@ def docker_available() -> bool:
     return bool(os.environ.get("DOCKER_HOST")) or Path("/var/run/docker.sock").exists()
 
 
+class RestartableNats:
+    """A private nats-server that can be stopped and started again on the same port and store
+    (an outage: clients reconnect to the same URL and find their streams)."""
+
+    def __init__(self) -> None:
+        self.store_dir = tempfile.mkdtemp(prefix="bgagent-nats-restartable-")
+        self.port = free_port()
+        self.server: NatsServer | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.server = NatsServer(store_dir=self.store_dir, port=self.port).start()
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.store_dir, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def nats_for_tests() -> Iterator[str]:
     """NATS_URL if set; else a container when a Docker engine answers; else a nats-server subprocess."""
