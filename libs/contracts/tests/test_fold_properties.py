@@ -47,6 +47,13 @@ _POOLS: dict[str, st.SearchStrategy[Any]] = {
     "ts": st.datetimes(
         min_value=datetime(2024, 1, 1), max_value=datetime(2026, 1, 1), timezones=st.just(UTC)
     ),
+    "deadline": st.none()
+    | st.datetimes(min_value=datetime(2024, 1, 1), max_value=datetime(2026, 1, 1), timezones=st.just(UTC)),
+    "scope": st.none()
+    | st.sampled_from(["this_call", "tool_type_session", "all_session", "rule:x", "bogus"]),
+    "initial_approvals": st.lists(st.sampled_from(["tool_type:bash", "rule:x", "bogus"]), max_size=2).map(
+        tuple
+    ),
     "actor": st.sampled_from(list(Actor)),
     "attempt": st.integers(min_value=0, max_value=3),
     "request_id": _ids,

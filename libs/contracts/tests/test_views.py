@@ -98,6 +98,11 @@ def test_every_task_state_field_is_shown_or_deliberately_internal() -> None:
         "event_count",
         "lost_runner_id",  # in current_step and the runner_lost event
         "requeued_attempt",  # the reconciler's own bookkeeping
+        "open_approvals",  # GET /v1/approvals lists them; the view shows pending_approval
+        "decided_approvals",  # the runner's recent-decision cache and admission's 409s
+        "approved_scopes",  # the runner's allow-list
+        "approval_timeout_s",
+        "approval_gates",
     }
     shown_as = {"pending_nudges"}  # a count in the view
     fields = set(TaskState.__struct_fields__)

@@ -1,14 +1,17 @@
 """Wire types, subjects, codec and the pure task state machine of bgagent."""
 
 from .codec import MAX_EVENT_BYTES, decode_event, decode_recorded, encode_event, encode_json, to_builtins
-from .decide import BetweenTurns, between_turns, decide_cancel, decide_nudge
+from .decide import BetweenTurns, between_turns, decide_approval, decide_cancel, decide_nudge, recent_denial
 from .errors import (
     ContractsError,
     DecisionError,
     InvalidCommandError,
     InvalidSubmissionError,
     MalformedEventError,
+    RequestAlreadyDecidedError,
+    RequestNotFoundError,
     TaskAlreadyTerminalError,
+    TaskNotAwaitingApprovalError,
     TaskNotFoundError,
 )
 from .events import (
@@ -49,7 +52,15 @@ from .events import (
     event_type,
 )
 from .fold import evolve, fold, fold_recorded
-from .state import TERMINAL_STATUSES, TRANSITIONS, PendingNudge, Status, TaskState
+from .state import (
+    TERMINAL_STATUSES,
+    TRANSITIONS,
+    DecidedApproval,
+    OpenApproval,
+    PendingNudge,
+    Status,
+    TaskState,
+)
 
 __all__ = [
     "EVENT_TYPES",
@@ -69,6 +80,7 @@ __all__ = [
     "CancelRequested",
     "ContractsError",
     "CostUpdated",
+    "DecidedApproval",
     "DecisionError",
     "Event",
     "InvalidCommandError",
@@ -77,11 +89,14 @@ __all__ = [
     "Milestone",
     "NudgeAcknowledged",
     "NudgeRequested",
+    "OpenApproval",
     "PendingNudge",
     "PolicyDenied",
     "PrOpened",
     "PrUpdated",
     "Recorded",
+    "RequestAlreadyDecidedError",
+    "RequestNotFoundError",
     "ReviewPosted",
     "RunnerLost",
     "Status",
@@ -89,6 +104,7 @@ __all__ = [
     "TaskCancelled",
     "TaskCompleted",
     "TaskFailed",
+    "TaskNotAwaitingApprovalError",
     "TaskNotFoundError",
     "TaskRequeued",
     "TaskStarted",
@@ -101,6 +117,7 @@ __all__ = [
     "TraceStored",
     "WorkspaceReady",
     "between_turns",
+    "decide_approval",
     "decide_cancel",
     "decide_nudge",
     "decode_event",
@@ -111,5 +128,6 @@ __all__ = [
     "evolve",
     "fold",
     "fold_recorded",
+    "recent_denial",
     "to_builtins",
 ]

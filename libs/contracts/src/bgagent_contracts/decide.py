@@ -10,10 +10,20 @@ from datetime import datetime
 import msgspec
 
 from . import events as ev
-from .errors import InvalidCommandError, TaskAlreadyTerminalError, TaskNotFoundError
+from .errors import (
+    InvalidCommandError,
+    RequestAlreadyDecidedError,
+    RequestNotFoundError,
+    TaskAlreadyTerminalError,
+    TaskNotAwaitingApprovalError,
+    TaskNotFoundError,
+)
+from .scopes import InvalidScopeError, check_decision_scope
 from .state import Status, TaskState
 
 MAX_NUDGE_CHARS = 2000
+MAX_DENY_REASON_CHARS = 2000
+RECENT_DENIAL_S = 60.0
 
 
 def _require_live(state: TaskState | None, task_id: str) -> TaskState:
@@ -85,6 +95,64 @@ def decide_nudge(
         requested_by=user_id,
         message=text,
     )
+
+
+def decide_approval(
+    state: TaskState | None,
+    *,
+    task_id: str,
+    request_id: str,
+    user_id: str,
+    decision: str,
+    scope: str | None,
+    reason: str | None,
+    now: datetime,
+    event_id: str,
+) -> ev.ApprovalDecided:
+    """Approve or deny an open approval request (of the current attempt or, after a runner crash,
+    an earlier one: the next attempt honours it). The reason is capped here; redact it before."""
+    if decision not in ("approve", "deny"):
+        raise InvalidCommandError("decision: must be approve or deny")
+    live = _require_live(state, task_id)
+    if any(d.request_id == request_id for d in live.decided_approvals):
+        raise RequestAlreadyDecidedError(f"request {request_id} of task {task_id} was already decided")
+    if not any(a.request_id == request_id for a in live.open_approvals):
+        raise RequestNotFoundError(f"task {task_id} has no approval request {request_id}")
+    if live.cancel_requested:
+        raise TaskNotAwaitingApprovalError(f"task {task_id} is being cancelled; the request is void")
+    if decision == "deny" and scope is not None:
+        raise InvalidCommandError("scope: only an approval takes a scope")
+    try:
+        checked_scope = check_decision_scope(scope)
+    except InvalidScopeError as exc:
+        raise InvalidCommandError(f"scope: {exc}") from None
+    text = (reason or "").strip() or None
+    if text is not None and len(text) > MAX_DENY_REASON_CHARS:
+        text = text[:MAX_DENY_REASON_CHARS]
+    return ev.ApprovalDecided(
+        task_id=task_id,
+        event_id=event_id,
+        ts=now,
+        actor=ev.Actor.ADMISSION,
+        request_id=request_id,
+        decision="approve" if decision == "approve" else "deny",
+        decided_by=user_id,
+        scope=checked_scope,
+        reason=text,
+    )
+
+
+def recent_denial(state: TaskState, tool_name: str, input_sha256: str, now: datetime) -> str | None:
+    """Why the same call (tool, sha256 of its input) was denied or timed out within 60 s, if it was."""
+    for d in reversed(state.decided_approvals):
+        if d.decision == "approve" or d.tool_name != tool_name or d.input_sha256 != input_sha256:
+            continue
+        if (now - d.decided_at).total_seconds() <= RECENT_DENIAL_S:
+            why = "denied" if d.decision == "deny" else "not approved in time"
+            return f"the same call was {why} {int((now - d.decided_at).total_seconds())} s ago" + (
+                f": {d.reason}" if d.reason and d.decision == "deny" else ""
+            )
+    return None
 
 
 class BetweenTurns(msgspec.Struct, frozen=True, kw_only=True):

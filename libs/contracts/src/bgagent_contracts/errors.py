@@ -6,7 +6,10 @@ ContractsError
 └── DecisionError            a command the folded state forbids
     ├── TaskNotFoundError
     ├── TaskAlreadyTerminalError
-    └── InvalidCommandError
+    ├── InvalidCommandError
+    ├── RequestNotFoundError          an approval request the task never made (404)
+    ├── RequestAlreadyDecidedError    decided, expired or superseded (409)
+    └── TaskNotAwaitingApprovalError  e.g. cancel requested during the wait (409)
 """
 
 from __future__ import annotations
@@ -49,3 +52,15 @@ class TaskAlreadyTerminalError(DecisionError):
 
 class InvalidCommandError(DecisionError):
     code = "VALIDATION_ERROR"
+
+
+class RequestNotFoundError(DecisionError):
+    code = "NOT_FOUND"
+
+
+class RequestAlreadyDecidedError(DecisionError):
+    code = "REQUEST_ALREADY_DECIDED"
+
+
+class TaskNotAwaitingApprovalError(DecisionError):
+    code = "TASK_NOT_AWAITING_APPROVAL"

@@ -47,6 +47,8 @@ Usd = Annotated[float, msgspec.Meta(ge=0.0, le=MAX_USD)]
 """A finite, non-negative amount of dollars."""
 Name = Annotated[str, msgspec.Meta(max_length=1024, pattern=r"^[^\x00-\x1f\x7f]*$")]
 """An identifier or name (ids, actors, users, repositories): one line, no control characters."""
+ApprovalTimeout = Annotated[int, msgspec.Meta(ge=30, le=3600)]
+"""Seconds a gated tool call waits for a human: 30 s to 1 h."""
 
 
 class _Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
@@ -77,6 +79,10 @@ class TaskSubmitted(_Event, frozen=True, kw_only=True, tag="task_submitted"):
     idempotency_key: str | None = None
     network: bool = False
     """The agent's commands may reach the network (granted only where the operator allows it)."""
+    initial_approvals: tuple[Name, ...] = ()
+    """Scopes pre-approved at submit (``bgagent_contracts.scopes``): the allow-list's first entries."""
+    approval_timeout_s: ApprovalTimeout = 300
+    """How long a gated tool call waits for a decision (a rule's own timeout may be shorter)."""
 
 
 class CancelRequested(_Event, frozen=True, kw_only=True, tag="cancel_requested"):
@@ -171,8 +177,16 @@ class ApprovalRequested(_RunnerEvent, frozen=True, kw_only=True, tag="approval_r
     tool_use_id: str
     tool_name: str
     input_preview: str
+    """Sanitised: control and ANSI characters stripped, secrets redacted."""
     rule_id: str
+    """The first of ``rule_ids``."""
     timeout_s: Count
+    rule_ids: tuple[str, ...] = ()
+    severity: str | None = None
+    category: str | None = None
+    input_sha256: str = ""
+    """sha256 of the full input (``bgagent_policy.input_sha256``): the same call, across attempts."""
+    deadline: AwareDatetime | None = None
 
 
 class ApprovalExpired(_RunnerEvent, frozen=True, kw_only=True, tag="approval_expired"):

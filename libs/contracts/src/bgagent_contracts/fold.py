@@ -14,7 +14,8 @@ from functools import singledispatch
 import msgspec
 
 from . import events as ev
-from .state import TERMINAL_STATUSES, PendingNudge, Status, TaskState
+from .scopes import InvalidScopeError, grant
+from .state import TERMINAL_STATUSES, DecidedApproval, OpenApproval, PendingNudge, Status, TaskState
 
 _ACTIVE = frozenset({Status.HYDRATING, Status.RUNNING, Status.AWAITING_APPROVAL, Status.FINALIZING})
 
@@ -75,6 +76,8 @@ def _create(event: ev.Event) -> TaskState | None:
         updated_at=event.ts,
         last_event_type="task_submitted",
         last_event_at=event.ts,
+        approval_timeout_s=event.approval_timeout_s,
+        approved_scopes=tuple(event.initial_approvals),
     )
 
 
@@ -216,30 +219,102 @@ def _(event: ev.NudgeAcknowledged, state: TaskState) -> TaskState:
 
 @_apply.register
 def _(event: ev.ApprovalRequested, state: TaskState) -> TaskState:
-    if state.status is not Status.RUNNING:
+    if state.status is not Status.RUNNING or _decided(state, event.request_id) is not None:
         return state
+    known = any(a.request_id == event.request_id for a in state.open_approvals)
+    opened = state.open_approvals
+    if not known:  # a new request; a later attempt re-waiting on an open one does not count again
+        opened = (
+            *opened,
+            OpenApproval(
+                request_id=event.request_id,
+                tool_name=event.tool_name,
+                tool_use_id=event.tool_use_id,
+                input_preview=event.input_preview,
+                input_sha256=event.input_sha256,
+                rule_ids=event.rule_ids or (event.rule_id,),
+                severity=event.severity,
+                deadline=event.deadline,
+                requested_at=event.ts,
+                attempt=event.attempt,
+            ),
+        )
     return _replace(
         state,
         status=Status.AWAITING_APPROVAL,
         pending_approval=event.request_id,
+        open_approvals=opened,
+        approval_gates=state.approval_gates + (0 if known else 1),
         current_step=f"awaiting approval for {event.tool_name}",
     )
 
 
-def _resolve_approval(state: TaskState, request_id: str) -> TaskState:
-    if state.status is not Status.AWAITING_APPROVAL or state.pending_approval != request_id:
+def _decided(state: TaskState, request_id: str) -> DecidedApproval | None:
+    return next((d for d in state.decided_approvals if d.request_id == request_id), None)
+
+
+def _close_approval(
+    state: TaskState,
+    request_id: str,
+    decision: str,
+    event: ev.Event,
+    *,
+    by: str | None = None,
+    scope: str | None = None,
+    reason: str | None = None,
+) -> TaskState:
+    """Record the decision of an open request; the task resumes if it was waiting on it."""
+    request = next((a for a in state.open_approvals if a.request_id == request_id), None)
+    if request is None:
         return state
-    return _replace(state, status=Status.RUNNING, pending_approval=None, current_step="agent working")
+    decided = DecidedApproval(
+        request_id=request_id,
+        decision=decision,
+        tool_name=request.tool_name,
+        input_sha256=request.input_sha256,
+        requested_at=request.requested_at,
+        decided_at=event.ts,
+        decided_by=by,
+        scope=scope,
+        reason=reason,
+    )
+    scopes = state.approved_scopes
+    try:
+        granted = grant(scope, request.tool_name) if decision == "approve" else None
+    except InvalidScopeError:
+        granted = None  # a scope admission would have refused (a forged event): grants nothing
+
+    if granted is not None and granted not in scopes:
+        scopes = (*scopes, granted)
+    new = _replace(
+        state,
+        open_approvals=tuple(a for a in state.open_approvals if a.request_id != request_id),
+        decided_approvals=(*state.decided_approvals, decided),
+        approved_scopes=scopes,
+    )
+    if state.status is Status.AWAITING_APPROVAL and state.pending_approval == request_id:
+        new = _replace(new, status=Status.RUNNING, pending_approval=None, current_step="agent working")
+    return new
 
 
 @_apply.register
 def _(event: ev.ApprovalDecided, state: TaskState) -> TaskState:
-    return _resolve_approval(state, event.request_id)
+    return _close_approval(
+        state,
+        event.request_id,
+        event.decision,
+        event,
+        by=event.decided_by,
+        scope=event.scope,
+        reason=event.reason,
+    )
 
 
 @_apply.register
 def _(event: ev.ApprovalExpired, state: TaskState) -> TaskState:
-    return _resolve_approval(state, event.request_id)
+    return _close_approval(
+        state, event.request_id, "expired", event, reason="no decision before the deadline"
+    )
 
 
 @_apply.register

@@ -66,6 +66,34 @@ class PendingNudge(msgspec.Struct, frozen=True, kw_only=True):
     ts: datetime
 
 
+class OpenApproval(msgspec.Struct, frozen=True, kw_only=True):
+    """An ``approval_requested`` nobody has decided yet (of this attempt or an earlier one)."""
+
+    request_id: str
+    tool_name: str
+    tool_use_id: str
+    input_preview: str
+    input_sha256: str
+    rule_ids: tuple[str, ...]
+    severity: str | None
+    deadline: datetime | None
+    requested_at: datetime
+    attempt: int
+
+
+class DecidedApproval(msgspec.Struct, frozen=True, kw_only=True):
+    request_id: str
+    decision: str
+    """``approve``, ``deny`` or ``expired``."""
+    tool_name: str
+    input_sha256: str
+    requested_at: datetime
+    decided_at: datetime
+    decided_by: str | None = None
+    scope: str | None = None
+    reason: str | None = None
+
+
 class TaskState(msgspec.Struct, frozen=True, kw_only=True):
     """Everything a reader needs to know about a task, derived only from its events."""
 
@@ -103,6 +131,14 @@ class TaskState(msgspec.Struct, frozen=True, kw_only=True):
     pending_nudges: tuple[PendingNudge, ...] = ()
     acknowledged_nudges: int = 0
     pending_approval: str | None = None
+    """The request the task waits on now (AWAITING_APPROVAL)."""
+    approval_timeout_s: int = 300
+    approved_scopes: tuple[str, ...] = ()
+    """The allow-list: scopes pre-approved at submit and granted by approvals (never ``this_call``)."""
+    approval_gates: int = 0
+    """``approval_requested`` events of distinct requests (the 50-gate cap)."""
+    open_approvals: tuple[OpenApproval, ...] = ()
+    decided_approvals: tuple[DecidedApproval, ...] = ()
     waiting_since: datetime | None = None
     """Since when the task waits for a runner after its runner was lost (cleared by task_started)."""
     lost_runner_id: str | None = None
