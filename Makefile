@@ -11,7 +11,7 @@ PY_DIRS := libs services cli tests bench conftest.py
 help:
 	@echo "make demo    run one task end to end (starts nats-server + the four services, exits 0 on COMPLETED)"
 	@echo "make test    ruff + mypy + import rules, then every test (needs PostgreSQL; starts it if it is down)"
-	@echo "make bench   print the benchmark figures (rebuild throughput, watch latency NATS and SSE, redaction, sandbox, cancel, fanout coalescing, token revocation, recovery from lost runners)"
+	@echo "make bench   print the benchmark figures (rebuild throughput, watch latency NATS and SSE, redaction, policy evaluation, sandbox, cancel, fanout coalescing, token revocation, recovery from lost runners)"
 
 # uv from PyPI when the machine has none (kept in .tools/, nothing installed globally).
 $(UV):
@@ -59,8 +59,10 @@ bench: sync postgres sandbox-tools
 	$(UV) run python bench/watch_latency.py
 	$(UV) run python bench/sse_latency.py
 	$(UV) run python bench/redaction.py
+	$(UV) run python bench/policy_eval.py
 	$(UV) run python bench/sandbox_overhead.py
 	$(UV) run python bench/cancel_latency.py
+	$(UV) run python bench/approval_roundtrip.py
 	$(UV) run python bench/fanout_coalescing.py
 	$(UV) run python bench/token_revocation.py
 	$(UV) run python bench/recovery.py

@@ -15,6 +15,9 @@ _HINTS = {
     "TASK_ALREADY_TERMINAL": "the task has ended; see 'bgagent status <id>'",
     "VALIDATION_ERROR": "fix the named field and try again",
     "IDEMPOTENCY_KEY_REUSED": "use a new --idempotency-key for a different request",
+    "REQUEST_ALREADY_DECIDED": "someone decided first, or the deadline passed; see 'bgagent status <task>'",
+    "TASK_NOT_AWAITING_APPROVAL": "the task is not waiting on this request (was it cancelled?)",
+    "RATE_LIMITED": "too many decisions in the last minute; wait a little and try again",
 }
 
 

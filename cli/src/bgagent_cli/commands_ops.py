@@ -16,6 +16,7 @@ import typer
 
 from bgagent_eventstore import (
     NatsSettings,
+    PoisonRecord,
     StoreError,
     TokenNotFoundError,
     TokenStore,
@@ -276,7 +277,10 @@ def admin_poison(
             records = await list_poison(nc.jetstream(), settings.prefix)
         finally:
             await nc.close()
-        for r in records[-limit:]:
+        newest: dict[str, list[PoisonRecord]] = {}
+        for r in sorted(records, key=lambda r: r.seq):
+            newest.setdefault(r.reader, []).append(r)
+        for r in (r for kept in newest.values() for r in kept[-limit:]):  # per reader, as --limit says
             rows.append(
                 {
                     "reader": r.reader,

@@ -95,6 +95,41 @@ _ROOTS_HINT = (
 )
 
 
+PreApproveOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--pre-approve",
+        help="Pre-approve a scope for the task's gated tool calls (repeatable): tool_type:bash, "
+        "tool_group:file_write, rule:<id>, bash_pattern:<glob>, write_path:<glob>, or all_session "
+        "(needs --yes). Hard-deny rules apply whatever you pre-approve.",
+    ),
+]
+ApprovalTimeoutOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--approval-timeout", min=30, max=3600, help="Seconds a gated tool call waits for a decision (300)."
+    ),
+]
+YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Confirm a scope that allows every tool call.")]
+ALL_SESSION_WARNING = (
+    "all_session allows every tool call of the task without asking (hard-deny rules still apply)"
+)
+
+
+def _check_all_session(scopes: list[str], yes: bool, flag: str) -> None:
+    if "all_session" in scopes and not yes:
+        raise CliError(f"{flag} all_session: {ALL_SESSION_WARNING}", hint="add --yes if you mean it")
+
+
+def _approval_settings(pre_approve: list[str] | None, timeout: int | None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if pre_approve:
+        out["initial_approvals"] = pre_approve
+    if timeout is not None:
+        out["approval_timeout_s"] = timeout
+    return out
+
+
 def _create(api: Api, request: dict[str, Any], headers: dict[str, str] | None) -> Any:
     try:
         return api.write("/v1/tasks", request, headers)
@@ -124,6 +159,9 @@ def submit(
         str | None, typer.Option(help="Same key → same task, never a second one.")
     ] = None,
     watch: Annotated[bool, typer.Option("--watch", "-w", help="Then watch it until it ends.")] = False,
+    pre_approve: PreApproveOpt = None,
+    approval_timeout: ApprovalTimeoutOpt = None,
+    yes: YesOpt = False,
     transport: TransportOpt = Transport.auto,
     output: OutputOpt = Output.text,
 ) -> None:
@@ -131,6 +169,7 @@ def submit(
     config, printer = _setup(output)
 
     def body() -> int:
+        _check_all_session(pre_approve or [], yes, "--pre-approve")
         if pr is not None and review_pr is not None:
             raise CliError("--pr and --review-pr are exclusive", hint="pick one")
         if task is None and issue is None and pr is None and review_pr is None:
@@ -148,6 +187,7 @@ def submit(
             request["max_turns"] = max_turns
         if max_budget is not None:
             request["max_budget_usd"] = max_budget
+        request.update(_approval_settings(pre_approve, approval_timeout))
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
         with Api(config) as api:
             created = _create(api, request, headers)
@@ -172,11 +212,23 @@ def submit(
 def run_cmd(
     repo: Annotated[str, typer.Option(help="owner/name, or a local path (./x, ~/x, /x) / file:// URL.")],
     task: Annotated[str, typer.Option("--task", "-t", help="What to do.")],
+    pre_approve: PreApproveOpt = None,
+    approval_timeout: ApprovalTimeoutOpt = None,
+    yes: YesOpt = False,
     transport: TransportOpt = Transport.auto,
     output: OutputOpt = Output.text,
 ) -> None:
     """Submit a task and watch it (shorthand for submit --watch)."""
-    submit(repo=repo, task=task, watch=True, transport=transport, output=output)
+    submit(
+        repo=repo,
+        task=task,
+        watch=True,
+        pre_approve=pre_approve,
+        approval_timeout=approval_timeout,
+        yes=yes,
+        transport=transport,
+        output=output,
+    )
 
 
 @app.command()
@@ -203,7 +255,12 @@ def status(task_id: str, output: OutputOpt = Output.text) -> None:
 
     def body() -> None:
         with Api(config) as api:
-            printer.task(api.read(f"/v1/tasks/{task_id}")["data"])
+            task = api.read(f"/v1/tasks/{task_id}")["data"]
+            approval = None
+            if task.get("pending_approval") and not printer.json:
+                pending = api.read("/v1/approvals", {"status": "pending", "limit": 500})["data"]
+                approval = next((a for a in pending if a["request_id"] == task["pending_approval"]), None)
+        printer.task(task, approval)
 
     _run(printer, body)
 
@@ -295,6 +352,93 @@ def nudge(task_id: str, message: str, output: OutputOpt = Output.text) -> None:
     _run(printer, body)
 
 
-from . import commands_ops  # noqa: E402,F401  (registers admin, dev and demo commands)
+@app.command()
+def approve(
+    task_id: str,
+    request_id: str,
+    scope: Annotated[
+        str | None,
+        typer.Option(
+            help="this_call (the default: only this call), tool_type_session (every call of this tool), "
+            "or a scope as for --pre-approve; all_session needs --yes."
+        ),
+    ] = None,
+    yes: YesOpt = False,
+    output: OutputOpt = Output.text,
+) -> None:
+    """Approve a gated tool call: the agent runs it (see 'bgagent pending')."""
+    config, printer = _setup(output)
+
+    def body() -> None:
+        _check_all_session([scope] if scope else [], yes, "--scope")
+        request: dict[str, Any] = {"decision": "approve"}
+        if scope:
+            request["scope"] = scope
+        with Api(config) as api:
+            result = api.write(f"/v1/tasks/{task_id}/approvals/{request_id}", request)
+        data = result["data"]
+        if printer.json:
+            printer.obj(data)
+            return
+        granted = data.get("scope") or "this_call"
+        printer.line(f"Approved request {data['request_id']} of task {data['task_id']} (scope {granted}).")
+
+    _run(printer, body)
+
+
+@app.command()
+def deny(
+    task_id: str,
+    request_id: str,
+    reason: Annotated[
+        str | None, typer.Option(help="Told to the agent (≤ 2000 characters; secrets are redacted).")
+    ] = None,
+    output: OutputOpt = Output.text,
+) -> None:
+    """Deny a gated tool call: it does not run, and the agent is told why."""
+    config, printer = _setup(output)
+
+    def body() -> None:
+        request: dict[str, Any] = {"decision": "deny"}
+        if reason:
+            request["reason"] = reason
+        with Api(config) as api:
+            result = api.write(f"/v1/tasks/{task_id}/approvals/{request_id}", request)
+        data = result["data"]
+        if printer.json:
+            printer.obj(data)
+            return
+        printer.line(f"Denied request {data['request_id']} of task {data['task_id']}; the agent is told.")
+
+    _run(printer, body)
+
+
+@app.command()
+def pending(
+    limit: Annotated[int, typer.Option(min=1, max=500)] = 100,
+    output: OutputOpt = Output.text,
+) -> None:
+    """Approval requests waiting for your decision, oldest first."""
+    config, printer = _setup(output)
+
+    def body() -> None:
+        with Api(config) as api:
+            page = api.read("/v1/approvals", {"status": "pending", "limit": limit})
+        if not page["data"] and not printer.json:
+            printer.note("no approval requests are waiting")
+            return
+        printer.approval_row_header()
+        for approval in page["data"]:
+            printer.approval_row(approval)
+        if page.get("pagination", {}).get("has_more"):
+            printer.note("(more requests: raise --limit)")
+        if not printer.json:
+            first = page["data"][0]
+            printer.note(f"decide with: bgagent approve|deny {first['task_id']} {first['request_id']}")
+
+    _run(printer, body)
+
+
+from . import commands_ops, commands_policy  # noqa: E402,F401  (register admin, dev, demo, policies)
 
 __all__ = ["Path", "admin_app", "app", "dev_app", "home_dir"]

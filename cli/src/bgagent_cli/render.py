@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
 _STATUS_STYLE = {
@@ -29,6 +31,81 @@ def printable(value: Any) -> str:
     cursor, retitle the window or hide lines when the CLI prints it.
     """
     return _CONTROL.sub("\ufffd", str(value))
+
+
+_ANSI = re.compile(
+    r"(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]"  # CSI: colours, cursor moves
+    r"|(?:\x1b\]|\x9d)[^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)?"  # OSC: titles, hyperlinks
+    r"|\x1b[PX^_][^\x1b\x9c]*(?:\x1b\\|\x9c)?"  # DCS, SOS, PM, APC strings
+    r"|\x1b[@-Z\\-_ -/]*[0-~]?"  # any other escape
+)
+_STRIP = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def strip_control(value: Any) -> str:
+    """Text with ANSI escape sequences and control characters removed (not replaced): a tool input
+    preview shown as the user will approve it. Newlines and tabs become spaces; bidi overrides go."""
+    text = _ANSI.sub("", str(value))
+    return _STRIP.sub(lambda m: " " if m.group() in "\n\t\r" else "", text)
+
+
+def approve_command(task_id: str, request_id: str) -> str:
+    return f"bgagent approve {shlex.quote(printable(task_id))} {shlex.quote(printable(request_id))}"
+
+
+def deny_command(task_id: str, request_id: str) -> str:
+    return (
+        f"bgagent deny {shlex.quote(printable(task_id))} {shlex.quote(printable(request_id))}"
+        " --reason '<why>'"
+    )
+
+
+def time_left(deadline: str | None, now: datetime | None = None) -> str:
+    """``4m 59s``, ``expired`` or ``?`` for an ISO deadline."""
+    if not deadline:
+        return "?"
+    try:
+        when = datetime.fromisoformat(str(deadline).replace("Z", "+00:00"))
+    except ValueError:
+        return "?"
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    left = int((when - (now or datetime.now(UTC))).total_seconds())
+    if left <= 0:
+        return "expired"
+    minutes, seconds = divmod(left, 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {seconds:02d}s"
+
+
+def _clock(ts: Any) -> str:
+    """``09:36:00 UTC`` of an ISO timestamp (the text itself when it is not one)."""
+    text = str(ts or "")
+    return f"{text[11:19]} UTC" if len(text) >= 19 and text[10] == "T" else printable(text) or "?"
+
+
+def _severity(value: Any) -> str:
+    return f"[{str(value).upper()}] " if value else ""
+
+
+def _rules(e: dict[str, Any]) -> str:
+    ids = e.get("rule_ids") or ([e["rule_id"]] if e.get("rule_id") else [])
+    return ", ".join(str(i) for i in ids) or "?"
+
+
+def _approval_requested(e: dict[str, Any]) -> str:
+    preview = _short(strip_control(e.get("input_preview") or ""), 120)
+    return (
+        f"{_severity(e.get('severity'))}{e.get('tool_name')}: {preview} "
+        f"(rule {_rules(e)}; decide by {_clock(e.get('deadline'))})"
+    )
+
+
+def _approval_decided(e: dict[str, Any]) -> str:
+    verb = "approved" if e.get("decision") == "approve" else "denied"
+    scope = f" (scope {e['scope']})" if e.get("scope") else ""
+    reason = _opt(": ", _short(e.get("reason") or "", 100))
+    return f"request {e.get('request_id')} {verb} by {e.get('decided_by')}{scope}{reason}"
 
 
 def _short(value: Any, limit: int = 100) -> str:
@@ -85,6 +162,13 @@ _SUMMARIES: dict[str, Callable[[dict[str, Any]], str]] = {
     "task_failed": lambda e: f"{e['code']}: {_short(e['message'], 120)}",
     "task_cancelled": lambda e: f"by {e['cancelled_by']}{_opt(': ', e.get('reason'))}",
     "task_timed_out": lambda e: f"{e['limit']}: {e['message']}",
+    "approval_requested": _approval_requested,
+    "approval_decided": _approval_decided,
+    "approval_expired": lambda e: f"request {e.get('request_id')}: no decision in time; the call is denied",
+    "policy_denied": lambda e: (
+        f"{e.get('tool_name')} blocked by rule {e.get('rule_id')}: "
+        f"{_short(strip_control(e.get('reason') or ''), 100)}"
+    ),
 }
 _ENVELOPE = frozenset({"task_id", "event_id", "ts", "actor", "type", "attempt"})
 
@@ -136,15 +220,31 @@ class Printer:
         style = (
             "red" if t in ("task_failed", "task_timed_out") else "green" if t == "task_completed" else None
         )
+        if t == "approval_requested":
+            style = "magenta"
+        elif t in ("policy_denied", "approval_expired"):
+            style = "yellow"
         seq = f"#{view['seq']:<5}"
         kind = self._style(f"{t:<18}", style)
         self.line(f"{self._style(ts, 'dim')} {self._style(seq, 'dim')} {kind} {event_summary(view)}")
+        if t == "approval_requested":
+            self.approval_prompt(view["event"], indent=" " * 16)
+
+    def approval_prompt(self, e: dict[str, Any], *, indent: str = "") -> None:
+        """The commands that decide an approval request, ready to copy, and its deadline."""
+        task_id, request_id = str(e.get("task_id", "")), str(e.get("request_id", ""))
+        deadline = e.get("deadline")
+        left = time_left(deadline)
+        when = f"{_clock(deadline)} ({left} left)" if left not in ("?", "expired") else _clock(deadline)
+        self.line(f"{indent}{self._style('approve:', 'bold')} {approve_command(task_id, request_id)}")
+        self.line(f"{indent}{self._style('deny:', 'bold')}    {deny_command(task_id, request_id)}")
+        self.line(f"{indent}deadline: {when}; no decision by then denies the call")
 
     def status(self, status: str) -> str:
         return self._style(status, _STATUS_STYLE.get(status))
 
-    def task(self, task: dict[str, Any]) -> None:
-        """The status snapshot of one task."""
+    def task(self, task: dict[str, Any], approval: dict[str, Any] | None = None) -> None:
+        """The status snapshot of one task; ``approval``: the request it waits on (``GET /v1/approvals``)."""
         if self.json:
             self.obj(task)
             return
@@ -182,6 +282,43 @@ class Printer:
             if value is not None and value != "":
                 shown = value if label == "Status" else printable(value)  # Status carries our colour codes
                 self.line(f"{label + ':':<16}{shown}")
+        if task.get("pending_approval"):
+            self._pending_rows(task, approval)
+
+    def _pending_rows(self, task: dict[str, Any], approval: dict[str, Any] | None) -> None:
+        request_id = str(task["pending_approval"])
+        self.line(f"{'Approval:':<16}{self._style('waiting for your decision', 'magenta')}")
+        rows: list[tuple[str, Any]] = [("  Request", request_id)]
+        if approval is not None:
+            rows += [
+                ("  Tool", approval.get("tool_name")),
+                ("  Input", _short(strip_control(approval.get("input_preview") or ""), 200)),
+                ("  Rule", f"{_severity(approval.get('severity'))}{_rules(approval)}"),
+                (
+                    "  Deadline",
+                    f"{_clock(approval.get('deadline'))} ({time_left(approval.get('deadline'))} left)",
+                ),
+            ]
+        for label, value in rows:
+            if value:
+                self.line(f"{label + ':':<16}{printable(value)}")
+        self.approval_prompt({"task_id": task["task_id"], "request_id": request_id}, indent=" " * 16)
+
+    def approval_row_header(self) -> None:
+        if not self.json:
+            self.line(f"{'TASK ID':<27} {'REQUEST ID':<27} {'TOOL':<12} {'SEVERITY':<9} {'LEFT':<9} PREVIEW")
+
+    def approval_row(self, approval: dict[str, Any]) -> None:
+        if self.json:
+            self.obj(approval)
+            return
+        preview = printable(_short(strip_control(approval.get("input_preview") or ""), 60))
+        tool = printable(_short(approval.get("tool_name") or "", 12))
+        severity = printable(approval.get("severity") or "-")
+        self.line(
+            f"{printable(approval['task_id']):<27} {printable(approval['request_id']):<27} {tool:<12} "
+            f"{severity:<9} {time_left(approval.get('deadline')):<9} {preview}"
+        )
 
     def task_row_header(self) -> None:
         if not self.json:

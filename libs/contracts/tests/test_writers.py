@@ -90,8 +90,10 @@ def test_readers_write_no_event_and_each_service_keeps_to_its_own_state() -> Non
     # the poison bucket is shared, but each reader writes only its own keys
     assert {r for r, a in ACCESS.items() if Bucket.POISON in a.kv_own_keys} == {Role.RUNNER, Role.FANOUT}
     assert all(Bucket.POISON not in a.kv for a in ACCESS.values())
-    # the only live (core NATS) subscription: the runner's cancel watch
-    assert {r: set(a.listens) for r, a in ACCESS.items() if a.listens} == {Role.RUNNER: {"cancel_requested"}}
+    # the only live (core NATS) subscriptions: the runner's cancel watch and its approval wait
+    assert {r: set(a.listens) for r, a in ACCESS.items() if a.listens} == {
+        Role.RUNNER: {"cancel_requested", "approval_decided"}
+    }
     # the managed API tokens: the HTTP services read and watch them; no service writes them (admin does)
     assert {r for r, a in ACCESS.items() if Bucket.TOKENS in a.kv_reads} == {Role.ADMISSION, Role.QUERY}
     assert all(Bucket.TOKENS not in a.kv | a.kv_own_keys for a in ACCESS.values())

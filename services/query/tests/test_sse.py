@@ -169,7 +169,11 @@ async def _reached(pool: Any, q: Any, seq: int) -> bool:
 
 
 async def _views(store: JetStreamEventStore, task_id: str) -> list[dict[str, Any]]:
-    return [event_view(r) for r in (await store.read(task_id)).records]
+    """As JSON carries them (tuple fields such as initial_approvals arrive as lists)."""
+    views: list[dict[str, Any]] = json.loads(
+        json.dumps([event_view(r) for r in (await store.read(task_id)).records])
+    )
+    return views
 
 
 async def test_catch_up_then_live_yields_every_event_once_and_closes_after_the_terminal_one(
@@ -211,7 +215,7 @@ async def test_resume_with_last_event_id_or_after_has_no_gap_and_no_duplicate(
     tid = events[0].task_id
     await projectors.start()
     await _projected(event_store, projectors, pool, q, events[:6])
-    expected_all = [event_view(r) for r in (await event_store.read(tid)).records]
+    expected_all = await _views(event_store, tid)
     async with asyncio.timeout(DEADLINE_S):
         async with served.stream(tid) as frames:
             got = await frames.events(3)  # then the client drops the connection

@@ -112,7 +112,7 @@ class Access:
     appends: frozenset[str] = frozenset()
     """Event types it appends (publishes on ``<prefix>.task.*.<type>``)."""
     listens: frozenset[str] = frozenset()
-    """Event types it subscribes to live over core NATS (the runner's cancel watch)."""
+    """Event types it subscribes to live over core NATS (the runner's cancel watch and approval wait)."""
     inspects: frozenset[Durable] = frozenset()
     """Durable consumers whose info it reads, never pulls from (the reconciler: the runner queue)."""
     advisories: bool = False
@@ -140,7 +140,7 @@ ACCESS: Mapping[Role, Access] = MappingProxyType(
         ),
         Role.RUNNER: Access(
             appends=RUNNER_WRITES,
-            listens=frozenset({"cancel_requested"}),
+            listens=frozenset({"cancel_requested", "approval_decided"}),
             durable=Durable.RUNNER,
             kv=frozenset({Bucket.HEARTBEATS}),
             kv_own_keys=frozenset({Bucket.POISON}),

@@ -4,9 +4,11 @@ ApiError                        500 INTERNAL_ERROR    (status_code, default_code
 ├── BadRequest                  400 VALIDATION_ERROR
 ├── Unauthorized                401 UNAUTHORIZED
 ├── NotFound                    404 NOT_FOUND
-├── Conflict                    409 CONFLICT, TASK_ALREADY_TERMINAL, IDEMPOTENCY_KEY_REUSED, CONCURRENT_UPDATE
+├── Conflict                    409 CONFLICT, TASK_ALREADY_TERMINAL, IDEMPOTENCY_KEY_REUSED,
+│                                   CONCURRENT_UPDATE, REQUEST_ALREADY_DECIDED, TASK_NOT_AWAITING_APPROVAL
 ├── PayloadTooLarge             413 PAYLOAD_TOO_LARGE
 ├── UnsupportedMediaType        415 UNSUPPORTED_MEDIA_TYPE
+├── TooManyRequests             429 RATE_LIMITED      (with Retry-After)
 ├── RequestHeaderFieldsTooLarge 431 HEADERS_TOO_LARGE
 └── Unavailable                 503 SERVICE_UNAVAILABLE, PROJECTION_LAG
 
@@ -94,6 +96,18 @@ ERROR_CODES: tuple[ErrorCode, ...] = (
         "Retry shortly; nothing was appended.",
     ),
     ErrorCode(
+        "REQUEST_ALREADY_DECIDED",
+        409,
+        "The approval request was already approved, denied or expired (a decision won before this one).",
+        "Nothing to do; `bgagent status <task>` shows what happened.",
+    ),
+    ErrorCode(
+        "TASK_NOT_AWAITING_APPROVAL",
+        409,
+        "The task is not waiting on this request any more (for example, a cancel was requested).",
+        "Nothing to decide; check the task with `bgagent status <task>`.",
+    ),
+    ErrorCode(
         "PAYLOAD_TOO_LARGE",
         413,
         "The request body is larger than the server's limit (`BGAGENT_MAX_BODY_BYTES`).",
@@ -104,6 +118,12 @@ ERROR_CODES: tuple[ErrorCode, ...] = (
         415,
         "The body is not declared as JSON.",
         "Send `Content-Type: application/json`.",
+    ),
+    ErrorCode(
+        "RATE_LIMITED",
+        429,
+        "Too many requests of this kind from this user in the last minute (approval decisions: 30).",
+        "Wait the `Retry-After` seconds, then send the request again.",
     ),
     ErrorCode(
         "HEADERS_TOO_LARGE",
@@ -174,6 +194,15 @@ class UnsupportedMediaType(ApiError):
     default_code = "UNSUPPORTED_MEDIA_TYPE"
 
 
+class TooManyRequests(ApiError):
+    status_code = 429
+    default_code = "RATE_LIMITED"
+
+    def __init__(self, message: str, *, code: str | None = None, retry_after_s: int = 60) -> None:
+        super().__init__(message, code=code)
+        self.retry_after_s = retry_after_s
+
+
 class RequestHeaderFieldsTooLarge(ApiError):
     status_code = 431
     default_code = "HEADERS_TOO_LARGE"
@@ -205,6 +234,7 @@ _HTTP_CODES = {
     405: "METHOD_NOT_ALLOWED",
     413: "PAYLOAD_TOO_LARGE",
     415: "UNSUPPORTED_MEDIA_TYPE",
+    429: "RATE_LIMITED",
     431: "HEADERS_TOO_LARGE",
     503: "SERVICE_UNAVAILABLE",
 }
@@ -261,7 +291,7 @@ def _validation_message(exc: ValidationException) -> str:
 
 def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     """Translate every error to the envelope; unknown errors are logged and become 500."""
-    if isinstance(exc, Unavailable):
+    if isinstance(exc, (Unavailable, TooManyRequests)):
         retry = {"Retry-After": str(exc.retry_after_s)}
         return envelope(request, exc.status_code, exc.code, exc.message, headers=retry)
     if isinstance(exc, ApiError):

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+import os
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from importlib.metadata import version
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -15,8 +17,9 @@ from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_202_ACCEPT
 
 from bgagent_contracts import TaskType, to_builtins
 from bgagent_contracts.auth import Principal, TokenTable
-from bgagent_contracts.decide import MAX_NUDGE_CHARS
+from bgagent_contracts.decide import MAX_DENY_REASON_CHARS, MAX_NUDGE_CHARS
 from bgagent_contracts.events import MAX_NUMBER
+from bgagent_contracts.scopes import ALL_SESSION, KINDS, MAX_INITIAL_SCOPES, MAX_SCOPE_CHARS
 from bgagent_contracts.submission import (
     BUDGET_RANGE_USD,
     DEFAULT_MAX_TURNS,
@@ -33,6 +36,7 @@ from bgagent_web import (
     Conflict,
     EdgeMiddleware,
     NotFound,
+    TooManyRequests,
     Unavailable,
     handle_exception,
     health_handlers,
@@ -48,14 +52,21 @@ from .errors import (
     BackendUnavailable,
     IdempotencyKeyReused,
     InvalidRequest,
+    RateLimited,
+    RequestAlreadyDecided,
     TaskAlreadyTerminal,
+    TaskNotAwaitingApproval,
     TaskNotFound,
     TooMuchContention,
     UnsupportedMediaType,
 )
 from .handlers import Admission
+from .ratelimit import DECISIONS_PER_MINUTE, SlidingWindow
 from .repos import verify_local_repo
 from .requests import (
+    APPROVAL_TIMEOUT_RANGE_S,
+    DEFAULT_APPROVAL_TIMEOUT_S,
+    ApprovalBody,
     CancelBody,
     CreateTaskBody,
     NudgeBody,
@@ -63,6 +74,7 @@ from .requests import (
     check_json_content_type,
     decode_body,
     validate_create,
+    validate_decision,
     validate_message,
     validate_reason,
 )
@@ -89,6 +101,12 @@ def to_api_error(exc: AdmissionError) -> ApiError:
         return Conflict(exc.message, code="IDEMPOTENCY_KEY_REUSED")
     if isinstance(exc, TooMuchContention):
         return Conflict(exc.message, code="CONCURRENT_UPDATE")
+    if isinstance(exc, RequestAlreadyDecided):
+        return Conflict(exc.message, code="REQUEST_ALREADY_DECIDED")
+    if isinstance(exc, TaskNotAwaitingApproval):
+        return Conflict(exc.message, code="TASK_NOT_AWAITING_APPROVAL")
+    if isinstance(exc, RateLimited):
+        return TooManyRequests(exc.message, retry_after_s=exc.retry_after_s)
     if isinstance(exc, BackendUnavailable):
         logger.warning("backend unavailable: %s", exc.message)
         return Unavailable("the event store is not answering; retry shortly")
@@ -122,6 +140,21 @@ class SubmitPolicy(msgspec.Struct, frozen=True, kw_only=True):
     """Local repositories are accepted only under these (BGAGENT_LOCAL_REPO_ROOTS)."""
     allow_network: bool = False
     """Tasks may ask for network access in the agent loop (BGAGENT_ALLOW_TASK_NETWORK)."""
+    hard_deny_rules: frozenset[str] = frozenset()
+    """Rule ids nothing may allow: ``rule:<id>`` of these is refused at submit and at approve."""
+
+
+def hard_deny_rules_from_env(env: Mapping[str, str] | None = None) -> frozenset[str]:
+    """The hard-deny rule ids of the policy set the runners load: the starter set plus
+    ``BGAGENT_POLICY_DIR``'s rules (the same variables as the runner's; per-repository rules are not
+    configured yet). A policy set that does not load stops the service (PolicyLoadError)."""
+    from bgagent_policy import HARD_DENY, PolicyEngine
+
+    e = os.environ if env is None else env
+    extra = e.get("BGAGENT_POLICY_DIR") or None
+    disabled = [r.strip() for r in e.get("BGAGENT_POLICY_DISABLE", "").split(",") if r.strip()]
+    engine = PolicyEngine.load(Path(extra) if extra else None, disabled=disabled)
+    return frozenset(r.rule_id for r in engine.rules() if r.tier == HARD_DENY)
 
 
 @post("/tasks", status_code=HTTP_201_CREATED)
@@ -138,6 +171,7 @@ async def create_task(
         decode_body(raw, CreateTaskBody),
         local_roots=policy.local_roots,
         allow_network=policy.allow_network,
+        hard_deny_rules=policy.hard_deny_rules,
     )
     await verify_local_repo(command.repo, policy.local_roots)
     result = await admission.submit(principal, command, key)
@@ -173,6 +207,43 @@ async def nudge_task(
         "task_id": result.task_id,
         "nudge_id": result.nudge_id,
         "submitted_at": to_builtins(result.submitted_at),
+    }
+    return _reply(request, {"data": data, "meta": {"seq": result.seq}}, HTTP_202_ACCEPTED)
+
+
+@post("/tasks/{task_id:str}/approvals/{request_id:str}", status_code=HTTP_202_ACCEPTED)
+async def decide_approval(
+    request: AnyRequest,
+    task_id: FromPath[str],
+    request_id: FromPath[str],
+    principal: NamedDependency[Principal],
+    admission: NamedDependency[Admission],
+    policy: NamedDependency[SubmitPolicy],
+    decisions: NamedDependency[SlidingWindow],
+) -> Response[Any]:
+    raw = await _json_body(request)
+    assert raw is not None
+    decision = validate_decision(
+        request_id, decode_body(raw, ApprovalBody), hard_deny_rules=policy.hard_deny_rules
+    )
+    wait = decisions.hit(principal.user_id)
+    if wait is not None:
+        raise RateLimited(
+            f"more than {DECISIONS_PER_MINUTE} approval decisions in the last minute; retry later",
+            retry_after_s=SlidingWindow.retry_after(wait),
+        )
+    result = await admission.decide(principal, task_id, decision)
+    event = result.event
+    assert event is not None
+    data = {
+        "task_id": result.state.task_id,
+        "request_id": decision.request_id,
+        "decision": decision.decision,
+        "scope": decision.scope,
+        "reason": decision.reason,
+        "decided_by": principal.user_id,
+        "decided_at": to_builtins(event.ts),
+        "task": task_view(result.state),
     }
     return _reply(request, {"data": data, "meta": {"seq": result.seq}}, HTTP_202_ACCEPTED)
 
@@ -237,6 +308,24 @@ def _create_body(local_repos: bool) -> oa.JSON:
                     "allows it",
                 }
             ),
+            "initial_approvals": oa.nullable(
+                {
+                    "type": "array",
+                    "maxItems": MAX_INITIAL_SCOPES,
+                    "items": {"type": "string", "minLength": 1, "maxLength": MAX_SCOPE_CHARS},
+                    "description": _SCOPES_TEXT,
+                }
+            ),
+            "approval_timeout_s": oa.nullable(
+                {
+                    "type": "integer",
+                    "minimum": APPROVAL_TIMEOUT_RANGE_S[0],
+                    "maximum": APPROVAL_TIMEOUT_RANGE_S[1],
+                    "default": DEFAULT_APPROVAL_TIMEOUT_S,
+                    "description": "seconds a gated tool call waits for a decision (a rule's own timeout "
+                    "may be shorter); no decision in time denies the call",
+                }
+            ),
         },
         required=["repo"],
         description="`null` is the same as leaving a field out; unknown fields are refused (all named).",
@@ -247,6 +336,46 @@ def _create_body(local_repos: bool) -> oa.JSON:
         "description": "Fix the flaky test",
         "max_turns": 50,
     }
+    return {"required": True, "content": oa.json_content(schema, example=example)}
+
+
+_SCOPES_TEXT = (
+    "scopes pre-approved for the task's gated tool calls: `"
+    + ALL_SESSION
+    + "` or "
+    + ", ".join(f"`{k}:…`" for k in KINDS)
+    + "; globs that match too much (too short, only or mostly wildcards) and `rule:` of a hard-deny "
+    "rule are refused; hard-deny rules apply whatever is pre-approved"
+)
+
+
+def _approval_body() -> oa.JSON:
+    schema = oa.obj(
+        {
+            "decision": {"enum": ["approve", "deny"]},
+            "scope": oa.nullable(
+                {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": MAX_SCOPE_CHARS,
+                    "description": "approvals only: `this_call` (the default: only this call), "
+                    "`tool_type_session` (every call of this tool), or a scope as for "
+                    "`initial_approvals`; the scope is added to the task's allow-list",
+                }
+            ),
+            "reason": oa.nullable(
+                {
+                    "type": "string",
+                    "maxLength": MAX_DENY_REASON_CHARS,
+                    "pattern": _TEXT,
+                    "description": "trimmed; secrets in it are redacted; a denial's reason reaches the "
+                    "agent as steering text",
+                }
+            ),
+        },
+        required=["decision"],
+    )
+    example = {"decision": "deny", "reason": "open a pull request instead of pushing to main"}
     return {"required": True, "content": oa.json_content(schema, example=example)}
 
 
@@ -267,6 +396,23 @@ def openapi_document(*, local_repos: bool, max_body_bytes: int) -> oa.JSON:
         {
             "data": oa.obj(
                 {"task_id": {"type": "string"}, "nudge_id": {"type": "string"}, "submitted_at": oa.TIME}
+            ),
+            "meta": oa.obj({"seq": {"type": "integer", "minimum": 1}}),
+        }
+    )
+    decided = oa.obj(
+        {
+            "data": oa.obj(
+                {
+                    "task_id": {"type": "string"},
+                    "request_id": {"type": "string"},
+                    "decision": {"enum": ["approve", "deny"]},
+                    "scope": oa.nullable({"type": "string"}),
+                    "reason": oa.nullable({"type": "string"}),
+                    "decided_by": {"type": "string"},
+                    "decided_at": oa.TIME,
+                    "task": oa.ref("Task"),
+                }
             ),
             "meta": oa.obj({"seq": {"type": "integer", "minimum": 1}}),
         }
@@ -376,13 +522,68 @@ def openapi_document(*, local_repos: bool, max_body_bytes: int) -> oa.JSON:
                 "message", MAX_NUDGE_CHARS, required=True, example="also update the changelog"
             ),
         ),
+        oa.Operation(
+            "POST",
+            "/v1/tasks/{task_id}/approvals/{request_id}",
+            "decideApproval",
+            "Approve or deny a gated tool call",
+            {
+                "202": oa.response(
+                    "Accepted: approval_decided appended (`meta.seq`); the runner runs the tool (approve) "
+                    "or tells the agent it was denied (deny)",
+                    decided,
+                    example={
+                        "data": {
+                            "task_id": oa.EXAMPLE_TASK_ID,
+                            "request_id": "01JBGAGENTEXAMP1E000000010",
+                            "decision": "approve",
+                            "scope": "this_call",
+                            "reason": None,
+                            "decided_by": "alice",
+                            "decided_at": "2025-01-02T09:32:00Z",
+                            "task": oa.example_task(4),
+                        },
+                        "meta": {"seq": 106},
+                    },
+                ),
+                **oa.errors(
+                    {
+                        400: ["VALIDATION_ERROR"],
+                        404: ["NOT_FOUND"],
+                        409: [
+                            "REQUEST_ALREADY_DECIDED",
+                            "TASK_NOT_AWAITING_APPROVAL",
+                            "TASK_ALREADY_TERMINAL",
+                            "CONCURRENT_UPDATE",
+                        ],
+                        429: ["RATE_LIMITED"],
+                        **_BODY_ERRORS,
+                        **_EDGE_ERRORS,
+                    }
+                ),
+            },
+            description="A request that does not exist and another user's task are both 404 (an admin may "
+            "decide any task). Of two racing decisions exactly one is appended; the other is 409 "
+            f"REQUEST_ALREADY_DECIDED. At most {DECISIONS_PER_MINUTE} decisions per minute per user "
+            "(429 with Retry-After; counted per admission process)." + limit_note,
+            tags=["approvals"],
+            parameters=[
+                oa.TASK_ID_PARAM,
+                oa.path_param(
+                    "request_id",
+                    {"type": "string", "pattern": oa.TASK_ID_PATTERN},
+                    "The approval request's id (from approval_requested; a ULID, lower case is accepted).",
+                ),
+            ],
+            request_body=_approval_body(),
+        ),
         *oa.health_operations(),
     ]
     return oa.document(
         title="bgagent admission",
         version=version("bgagent-admission"),
-        description="The write side: submit, cancel and nudge tasks. Every /v1 route needs a bearer token; "
-        "a user acts only on their own tasks (others' are 404), an admin on all.",
+        description="The write side: submit, cancel and nudge tasks, decide approval requests. Every /v1 "
+        "route needs a bearer token; a user acts only on their own tasks (others' are 404), an admin on all.",
         operations=operations,
     )
 
@@ -395,9 +596,21 @@ def create_app(
     local_roots: tuple[str, ...] = (),
     allow_task_network: bool = False,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    hard_deny_rules: Collection[str] | None = None,
+    decisions: SlidingWindow | None = None,
 ) -> Litestar:
-    """The admission app over an Admission (its store and idempotency bucket are already connected)."""
-    policy = SubmitPolicy(local_roots=local_roots, allow_network=allow_task_network)
+    """The admission app over an Admission (its store and idempotency bucket are already connected).
+
+    ``hard_deny_rules``: the rule ids nothing may pre-approve (default: the policy engine's starter
+    set and BGAGENT_POLICY_DIR); ``decisions``: the approval-decision rate limit (default: 30 per
+    minute per user).
+    """
+    policy = SubmitPolicy(
+        local_roots=local_roots,
+        allow_network=allow_task_network,
+        hard_deny_rules=frozenset(hard_deny_rules_from_env() if hard_deny_rules is None else hard_deny_rules),
+    )
+    window = decisions if decisions is not None else SlidingWindow()
 
     def provide_admission() -> Admission:
         return admission
@@ -405,13 +618,17 @@ def create_app(
     def provide_policy() -> SubmitPolicy:
         return policy
 
+    def provide_decisions() -> SlidingWindow:
+        return window
+
     v1 = Router(
         path="/v1",
-        route_handlers=[create_task, cancel_task, nudge_task],
+        route_handlers=[create_task, cancel_task, nudge_task, decide_approval],
         dependencies={
             "principal": Provide(principal_dependency(tokens)),
             "admission": Provide(provide_admission, sync_to_thread=False),
             "policy": Provide(provide_policy, sync_to_thread=False),
+            "decisions": Provide(provide_decisions, sync_to_thread=False),
         },
     )
     document = openapi_document(local_repos=bool(local_roots), max_body_bytes=max_body_bytes)

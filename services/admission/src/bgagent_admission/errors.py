@@ -3,8 +3,11 @@
 AdmissionError
 ├── InvalidRequest           400 VALIDATION_ERROR: a field of the request is wrong (the message names it)
 ├── UnsupportedMediaType     415: the body is not JSON
-├── TaskNotFound             404 NOT_FOUND: no such task, or not the caller's
+├── TaskNotFound             404 NOT_FOUND: no such task, or not the caller's (or no such approval request)
 ├── TaskAlreadyTerminal      409 TASK_ALREADY_TERMINAL
+├── RequestAlreadyDecided    409 REQUEST_ALREADY_DECIDED: approved, denied or expired before
+├── TaskNotAwaitingApproval  409 TASK_NOT_AWAITING_APPROVAL: e.g. a cancel was requested during the wait
+├── RateLimited              429 RATE_LIMITED: too many decisions by this user in the last minute
 ├── IdempotencyKeyReused     409 IDEMPOTENCY_KEY_REUSED: same key, different request
 ├── TooMuchContention        409 CONCURRENT_UPDATE: the task kept changing under every retry
 └── BackendUnavailable       503 SERVICE_UNAVAILABLE: NATS did not answer
@@ -51,3 +54,19 @@ class TooMuchContention(AdmissionError):
 
 class BackendUnavailable(AdmissionError):
     """The event store or the idempotency bucket did not answer."""
+
+
+class RequestAlreadyDecided(AdmissionError):
+    """The approval request was approved, denied or expired before this decision."""
+
+
+class TaskNotAwaitingApproval(AdmissionError):
+    """The task no longer waits on the request (a cancel was requested)."""
+
+
+class RateLimited(AdmissionError):
+    """Too many requests of one kind by one user; ``retry_after_s`` says when one is free again."""
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s

@@ -18,13 +18,18 @@ from ulid import ULID
 
 from bgagent_contracts import (
     Actor,
+    ApprovalDecided,
     Event,
     InvalidCommandError,
     Recorded,
+    RequestAlreadyDecidedError,
+    RequestNotFoundError,
     TaskAlreadyTerminalError,
+    TaskNotAwaitingApprovalError,
     TaskNotFoundError,
     TaskState,
     TaskSubmitted,
+    decide_approval,
     decide_cancel,
     decide_nudge,
     event_type,
@@ -38,12 +43,14 @@ from .errors import (
     BackendUnavailable,
     IdempotencyKeyReused,
     InvalidRequest,
+    RequestAlreadyDecided,
     TaskAlreadyTerminal,
+    TaskNotAwaitingApproval,
     TaskNotFound,
     TooMuchContention,
 )
 from .idempotency import IdempotencyStore, key_digest
-from .requests import CreateTask
+from .requests import CreateTask, Decision
 
 logger = logging.getLogger(__name__)
 
@@ -130,6 +137,8 @@ class Admission:
             network=command.network,
             channel="api",
             idempotency_key=key,
+            initial_approvals=command.initial_approvals,
+            approval_timeout_s=command.approval_timeout_s,
         )
 
     async def _create(
@@ -211,6 +220,36 @@ class Admission:
             task_id=changed.state.task_id, nudge_id=nudge_id, submitted_at=now, seq=changed.seq
         )
 
+    async def decide(self, who: Principal, task_id: str, decision: Decision) -> Changed:
+        """Approve or deny an open approval request. Two racing decisions: the first append wins; the
+        loser re-reads, finds the request decided and gets RequestAlreadyDecided (409)."""
+        now = datetime.now(UTC)
+
+        def decide(state: TaskState) -> Event | None:
+            return decide_approval(
+                state,
+                task_id=state.task_id,
+                request_id=decision.request_id,
+                user_id=who.user_id,
+                decision=decision.decision,
+                scope=decision.scope,
+                reason=decision.reason,
+                now=now,
+                event_id=_new_id(),
+            )
+
+        changed = await self._decide_and_append(who, task_id, decide)
+        assert isinstance(changed.event, ApprovalDecided)
+        logger.info(
+            "task %s: request %s %s by %s (scope %s)",
+            changed.state.task_id,
+            decision.request_id,
+            "approved" if decision.decision == "approve" else "denied",
+            who.user_id,
+            decision.scope or "this_call",
+        )
+        return changed
+
     async def _decide_and_append(
         self, who: Principal, task_id: str, decide: Callable[[TaskState], Event | None]
     ) -> Changed:
@@ -228,6 +267,12 @@ class Admission:
                 raise TaskAlreadyTerminal(str(exc)) from None
             except TaskNotFoundError as exc:  # pragma: no cover - state is not None here
                 raise TaskNotFound(str(exc)) from None
+            except RequestNotFoundError as exc:
+                raise TaskNotFound(str(exc)) from None
+            except RequestAlreadyDecidedError as exc:
+                raise RequestAlreadyDecided(str(exc)) from None
+            except TaskNotAwaitingApprovalError as exc:
+                raise TaskNotAwaitingApproval(str(exc)) from None
             except InvalidCommandError as exc:
                 field, _, problem = str(exc).partition(": ")
                 raise InvalidRequest(field, problem) from None
@@ -285,4 +330,6 @@ def _same_request(event: TaskSubmitted, command: CreateTask) -> bool:
         and event.max_budget_usd == command.max_budget_usd
         and event.trace == command.trace
         and event.network == command.network
+        and tuple(event.initial_approvals) == command.initial_approvals
+        and event.approval_timeout_s == command.approval_timeout_s
     )

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 
-from bgagent_contracts import Status, TaskState
+from bgagent_contracts import OpenApproval, Status, TaskState
 from bgagent_contracts.redact import redact
 
 MAX_BODY_CHARS = 60_000
@@ -22,6 +22,9 @@ TRUNCATED = "\n\n_(comment truncated)_"
 _REPO = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
 _UNSAFE_URL_CHARS = re.compile(r"[\s)|\]\"<>`]")
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+!|~])")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-Z\\-_])")
+_ULID = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
 
 
 def marker(task_id: str) -> str:
@@ -66,6 +69,21 @@ def code_cell(text: str, limit: int = MAX_CELL_CHARS) -> str:
         flat = flat[:limit] + "…"
     flat = flat.replace("`", "'").replace("|", "\\|")
     return f"`{flat}`" if flat else "—"
+
+
+def code_span(text: str, limit: int = MAX_CELL_CHARS) -> str:
+    """Text as an inline code span for a table cell that keeps its backticks: redacted, ANSI and
+    control characters removed, one line, the span fenced by more backticks than any run inside
+    (GitHub's rule), pipes escaped."""
+    flat = " ".join(_CONTROL.sub(" ", _ANSI.sub("", redact(text))).split())
+    if len(flat) > limit:
+        flat = flat[:limit] + "…"
+    if not flat:
+        return "—"
+    longest = max((len(run) for run in re.findall(r"`+", flat)), default=0)
+    fence = "`" * (longest + 1)
+    pad = " " if flat.startswith("`") or flat.endswith("`") else ""
+    return f"{fence}{pad}{flat.replace('|', chr(92) + '|')}{pad}{fence}"
 
 
 def format_duration(seconds: float | None) -> str:
@@ -121,6 +139,41 @@ def _cost_cell(state: TaskState) -> str:
     return cost
 
 
+def _waiting_on(state: TaskState) -> OpenApproval | None:
+    if state.status is not Status.AWAITING_APPROVAL or state.pending_approval is None:
+        return None
+    return next((a for a in state.open_approvals if a.request_id == state.pending_approval), None)
+
+
+def _approval_section(state: TaskState, request: OpenApproval) -> list[str]:
+    """The request the task waits on, and the commands that decide it (ids only if they are ULIDs:
+    a command to copy must never carry text from the event)."""
+    severity = f" ({text_cell(request.severity, 20)})" if request.severity else ""
+    rules = ", ".join(text_cell(r, 128) for r in request.rule_ids) or "—"
+    rows = [
+        ("Tool", code_span(request.tool_name, 64)),
+        ("Input", code_span(request.input_preview, 500)),
+        ("Rule", rules + severity),
+        ("Deadline", f"{format_ts(request.deadline)}; no decision by then denies the call"),
+    ]
+    if _ULID.match(state.task_id) and _ULID.match(request.request_id):
+        ids = f"{state.task_id} {request.request_id}"
+        rows += [
+            ("Approve", f"`bgagent approve {ids}`"),
+            ("Deny", f"`bgagent deny {ids} --reason '<why>'`"),
+        ]
+    return [
+        "#### Approval needed",
+        "",
+        "The agent waits for a decision on this tool call.",
+        "",
+        "| | |",
+        "|---|---|",
+        *(f"| {name} | {value} |" for name, value in rows),
+        "",
+    ]
+
+
 def render_comment(state: TaskState) -> str:
     """The whole comment body for a task; at most MAX_BODY_CHARS characters."""
     status = state.status.value
@@ -156,6 +209,9 @@ def render_comment(state: TaskState) -> str:
         *(f"| {name} | {value} |" for name, value in rows),
         "",
     ]
+    request = _waiting_on(state)
+    if request is not None:
+        lines += _approval_section(state, request)
     body = "\n".join(lines)
     if len(body) > MAX_BODY_CHARS:
         body = body[: MAX_BODY_CHARS - len(TRUNCATED)] + TRUNCATED

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from importlib.metadata import version
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -16,11 +18,12 @@ from litestar.params import FromPath, FromQuery
 from litestar.response import ServerSentEvent
 from nats.aio.client import Client
 
-from bgagent_contracts import Status
+from bgagent_contracts import Status, to_builtins
 from bgagent_contracts.auth import Principal, TokenTable
 from bgagent_contracts.subjects import DEFAULT_STREAM, is_task_id
 from bgagent_contracts.submission import MAX_REPO_CHARS
 from bgagent_contracts.views import event_view, task_view
+from bgagent_policy import HARD_DENY, HARD_GATE, PolicyEngine, RuleInfo
 from bgagent_web import (
     REQUEST_ID_HEADER,
     BadRequest,
@@ -41,6 +44,9 @@ from .watch import ProjectionWatch
 
 logger = logging.getLogger(__name__)
 
+APPROVALS_DEFAULT_LIMIT = 100
+APPROVALS_MAX_LIMIT = 500
+_REPO_SLUG = re.compile(r"^[A-Za-z0-9._-]+$")
 TASKS_DEFAULT_LIMIT = 50
 TASKS_MAX_LIMIT = 500
 EVENTS_DEFAULT_LIMIT = 100
@@ -107,6 +113,63 @@ def _statuses(raw: str | None) -> list[Status]:
     return out
 
 
+def _repo_part(name: str, raw: str) -> str:
+    if not _REPO_SLUG.match(raw) or raw in (".", "..") or len(raw) > 100:
+        raise BadRequest(f"repo: {_shown(raw)} is not a valid {name} (letters, digits, '.', '_' and '-')")
+    return raw
+
+
+def policy_rules_from_env(env: Mapping[str, str] | None = None) -> list[RuleInfo]:
+    """The rules the runners load: the starter set plus ``BGAGENT_POLICY_DIR``'s, minus the gate rules
+    of ``BGAGENT_POLICY_DISABLE`` (the runner's variables). A set that does not load stops the service."""
+    e = os.environ if env is None else env
+    extra = e.get("BGAGENT_POLICY_DIR") or None
+    disabled = [r.strip() for r in e.get("BGAGENT_POLICY_DISABLE", "").split(",") if r.strip()]
+    return PolicyEngine.load(Path(extra) if extra else None, disabled=disabled).rules()
+
+
+def approval_view(pending: store.PendingApproval) -> dict[str, Any]:
+    """One open approval request as ``GET /v1/approvals`` returns it."""
+    state, request = pending.state, pending.request
+    return {
+        "task_id": state.task_id,
+        "user_id": state.user_id,
+        "repo": state.repo,
+        "request_id": request.request_id,
+        "tool_name": request.tool_name,
+        "input_preview": request.input_preview,
+        "rule_ids": list(request.rule_ids),
+        "severity": request.severity,
+        "deadline": to_builtins(request.deadline),
+        "requested_at": to_builtins(request.requested_at),
+        "attempt": request.attempt,
+        "waiting": state.pending_approval == request.request_id,
+    }
+
+
+def policies_view(repo: str, rules: Sequence[RuleInfo]) -> dict[str, Any]:
+    """The rules that apply to a repository's tasks, by tier."""
+    return {
+        "repo": repo,
+        "hard_deny": [
+            {"rule_id": r.rule_id, "severity": r.severity, "category": r.category, "summary": r.summary}
+            for r in rules
+            if r.tier == HARD_DENY
+        ],
+        "hard_gate": [
+            {
+                "rule_id": r.rule_id,
+                "severity": r.severity,
+                "category": r.category,
+                "approval_timeout_s": r.approval_timeout_s,
+                "summary": r.summary,
+            }
+            for r in rules
+            if r.tier == HARD_GATE
+        ],
+    }
+
+
 DATABASE_DOWN: tuple[type[BaseException], ...] = (
     asyncpg.PostgresConnectionError,  # connection lost or refused by the server
     asyncpg.InterfaceError,  # e.g. the connection closed under a query
@@ -125,6 +188,37 @@ def _on_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
         logger.warning("database unavailable: %r", exc)
         exc = Unavailable("the read model database is unavailable; retry shortly")
     return handle_exception(request, exc)
+
+
+_EXAMPLE_APPROVAL = {
+    "task_id": oa.EXAMPLE_TASK_ID,
+    "user_id": "alice",
+    "repo": "acme/widgets",
+    "request_id": "01JBGAGENTEXAMP1E000000010",
+    "tool_name": "bash",
+    "input_preview": "git push origin main",
+    "rule_ids": ["push_to_protected_branch"],
+    "severity": "medium",
+    "deadline": "2025-01-02T09:36:00Z",
+    "requested_at": "2025-01-02T09:31:00Z",
+    "attempt": 1,
+    "waiting": True,
+}
+_EXAMPLE_POLICIES = {
+    "repo": "acme/widgets",
+    "hard_deny": [
+        {"rule_id": "rm_slash", "severity": "critical", "category": "destructive", "summary": "rm -rf /"}
+    ],
+    "hard_gate": [
+        {
+            "rule_id": "push_to_protected_branch",
+            "severity": "medium",
+            "category": "git",
+            "approval_timeout_s": 300,
+            "summary": "git push to main, master, prod or release/*",
+        }
+    ],
+}
 
 
 # --- the OpenAPI document -------------------------------------------------------------------------
@@ -174,6 +268,69 @@ def openapi_document() -> oa.JSON:
         }
     )
     one_task = oa.obj({"data": oa.ref("Task")})
+    approval = oa.obj(
+        {
+            "task_id": {"type": "string"},
+            "user_id": {"type": "string"},
+            "repo": {"type": "string"},
+            "request_id": {"type": "string"},
+            "tool_name": {"type": "string"},
+            "input_preview": {
+                "type": "string",
+                "description": "sanitised by the runner: control and ANSI characters stripped, secrets "
+                "redacted; still untrusted text",
+            },
+            "rule_ids": {"type": "array", "items": {"type": "string"}},
+            "severity": oa.nullable({"type": "string"}),
+            "deadline": oa.nullable(oa.TIME),
+            "requested_at": oa.TIME,
+            "attempt": {"type": "integer", "minimum": 0},
+            "waiting": {
+                "type": "boolean",
+                "description": "the task waits on this request now (false: an earlier attempt's request, "
+                "still decidable)",
+            },
+        }
+    )
+    approvals_page = oa.obj(
+        {
+            "data": {"type": "array", "items": approval},
+            "pagination": oa.obj({"has_more": {"type": "boolean"}}),
+        }
+    )
+    rule_schema = {"type": "string"}
+    policies_doc = oa.obj(
+        {
+            "data": oa.obj(
+                {
+                    "repo": {"type": "string"},
+                    "hard_deny": {
+                        "type": "array",
+                        "items": oa.obj(
+                            {
+                                "rule_id": rule_schema,
+                                "severity": oa.nullable(rule_schema),
+                                "category": oa.nullable(rule_schema),
+                                "summary": rule_schema,
+                            }
+                        ),
+                    },
+                    "hard_gate": {
+                        "type": "array",
+                        "items": oa.obj(
+                            {
+                                "rule_id": rule_schema,
+                                "severity": oa.nullable(rule_schema),
+                                "category": oa.nullable(rule_schema),
+                                "approval_timeout_s": oa.nullable({"type": "integer", "minimum": 30}),
+                                "summary": rule_schema,
+                            }
+                        ),
+                    },
+                }
+            )
+        }
+    )
     task_links = {
         "GetTask": {"operationId": "getTask", "parameters": {"task_id": "$response.body#/data/0/task_id"}},
         "ListEvents": {
@@ -360,6 +517,64 @@ def openapi_document() -> oa.JSON:
                 _min_seq_param(),
             ],
         ),
+        oa.Operation(
+            "GET",
+            "/v1/approvals",
+            "listApprovals",
+            "Approval requests waiting for a decision",
+            {
+                "200": oa.response(
+                    "Open requests of live tasks, oldest first (a user's own; an admin's: everyone's)",
+                    approvals_page,
+                    example={"data": [_EXAMPLE_APPROVAL], "pagination": {"has_more": False}},
+                ),
+                **oa.errors({400: ["VALIDATION_ERROR"], **_READ_ERRORS, 503: ["SERVICE_UNAVAILABLE"]}),
+            },
+            description="From the read model (a moment behind the event stream). Decide one with "
+            "admission's `POST /v1/tasks/{task_id}/approvals/{request_id}`. Requests of tasks being "
+            "cancelled are left out.",
+            tags=["approvals"],
+            parameters=[
+                oa.query_param(
+                    "status",
+                    {"enum": ["pending"], "default": "pending"},
+                    "Only `pending` (undecided requests) is supported.",
+                ),
+                oa.query_param(
+                    "limit",
+                    {
+                        "type": "integer",
+                        "minimum": 1,
+                        "maximum": APPROVALS_MAX_LIMIT,
+                        "default": APPROVALS_DEFAULT_LIMIT,
+                    },
+                    "At most this many requests.",
+                ),
+            ],
+        ),
+        oa.Operation(
+            "GET",
+            "/v1/repos/{owner}/{name}/policies",
+            "listPolicies",
+            "The policy rules that apply to a repository's tasks",
+            {
+                "200": oa.response(
+                    "The hard-deny rules (never allowed) and the hard-gate rules (need an approval)",
+                    policies_doc,
+                    example={"data": _EXAMPLE_POLICIES},
+                ),
+                **oa.errors({400: ["VALIDATION_ERROR"], 404: ["NOT_FOUND"], **_READ_ERRORS}),
+            },
+            description="The rules the runners' policy engine loads (the starter set plus the operator's "
+            "`BGAGENT_POLICY_DIR`, minus `BGAGENT_POLICY_DISABLE`). Rules per repository are not "
+            "configured yet, so every repository gets the same list. An owner or name holding a `/` "
+            "(even percent-encoded) makes another path: 404.",
+            tags=["approvals"],
+            parameters=[
+                oa.path_param("owner", {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,100}$"}, "Owner."),
+                oa.path_param("name", {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,100}$"}, "Name."),
+            ],
+        ),
         *oa.health_operations(),
     ]
     return oa.document(
@@ -384,12 +599,16 @@ def create_app(
     stream: str = DEFAULT_STREAM,
     sse_ping_s: float = 15.0,
     sse_max_streams: int = 1000,
+    policy_rules: Sequence[RuleInfo] | None = None,
 ) -> Litestar:
     """The query HTTP app; the caller owns the pool, the watch, ``nc`` and their lifecycles.
 
     ``nc`` (a NATS connection allowed to follow ``stream``) serves the live part of the event
-    streams; without it the stream route answers 503.
+    streams; without it the stream route answers 503. ``policy_rules``: what
+    ``/v1/repos/{owner}/{name}/policies`` lists (default: the policy set of BGAGENT_POLICY_DIR and
+    BGAGENT_POLICY_DISABLE).
     """
+    rules = list(policy_rules_from_env() if policy_rules is None else policy_rules)
     streams = EventStreams(
         pool=pool, nc=nc, stream=stream, prefix=prefix, ping_s=sse_ping_s, max_streams=sse_max_streams
     )
@@ -489,8 +708,36 @@ def create_app(
         streams.admit()
         return streams.response(tid, cursor, terminal=found[0].status.terminal)
 
+    @get("/v1/approvals")
+    async def list_approvals(
+        principal: NamedDependency[Principal],
+        status: FromQuery[str | None] = None,
+        limit: FromQuery[str | None] = None,
+    ) -> dict[str, Any]:
+        """Open approval requests; users see their own, admins all."""
+        if status not in (None, "", "pending"):
+            raise BadRequest(f"status: {_shown(status)} is not supported; only pending")
+        size = _int_param(
+            "limit", limit, default=APPROVALS_DEFAULT_LIMIT, minimum=1, maximum=APPROVALS_MAX_LIMIT
+        )
+        async with pool.acquire() as conn:
+            found, more = await store.pending_approvals(
+                conn, user_id=None if principal.admin else principal.user_id, limit=size
+            )
+        return {"data": [approval_view(p) for p in found], "pagination": {"has_more": more}}
+
+    @get("/v1/repos/{owner:str}/{name:str}/policies", sync_to_thread=False)
+    def list_policies(
+        principal: NamedDependency[Principal], owner: FromPath[str], name: FromPath[str]
+    ) -> dict[str, Any]:
+        """The rules every task of the repository is checked against."""
+        repo = f"{_repo_part('owner', owner)}/{_repo_part('name', name)}"
+        return {"data": policies_view(repo, rules)}
+
     return Litestar(
         route_handlers=[
+            list_approvals,
+            list_policies,
             list_tasks,
             get_task,
             list_events,

@@ -11,7 +11,7 @@ from typing import Any
 
 import msgspec
 
-from bgagent_contracts import TERMINAL_STATUSES, Recorded, Status, TaskState, decode_event
+from bgagent_contracts import TERMINAL_STATUSES, OpenApproval, Recorded, Status, TaskState, decode_event
 from bgagent_contracts.subjects import task_subject
 
 NOTIFY_CHANNEL = "bgagent_projection"
@@ -254,3 +254,36 @@ async def unfinished_task_ids(conn: Any, limit: int = 10_000) -> list[str]:
         limit,
     )
     return [row["task_id"] for row in rows]
+
+
+class PendingApproval(msgspec.Struct, frozen=True, kw_only=True):
+    """One open approval request of a live task, as ``GET /v1/approvals`` lists it."""
+
+    state: TaskState
+    request: OpenApproval
+
+
+async def pending_approvals(
+    conn: Any, *, user_id: str | None, limit: int
+) -> tuple[list[PendingApproval], bool]:
+    """Open approval requests of live tasks (a user's own, or everyone's for ``user_id=None``),
+    oldest request first; the bool says whether more than ``limit`` exist. Tasks being cancelled
+    are left out (their requests can no longer be decided)."""
+    terminal = [s.value for s in TERMINAL_STATUSES]
+    args: list[Any] = [terminal]
+    where = [
+        "NOT (t.status = ANY($1::text[]))",
+        "(t.status = 'AWAITING_APPROVAL' OR COALESCE(json_array_length(t.state -> 'open_approvals'), 0) > 0)",
+    ]
+    if user_id is not None:
+        args.append(user_id)
+        where.append(f"t.user_id = ${len(args)}")
+    rows = await conn.fetch(f"SELECT t.state FROM tasks t WHERE {' AND '.join(where)}", *args)
+    found: list[PendingApproval] = []
+    for row in rows:
+        state = decode_state(row["state"])
+        if state.cancel_requested:
+            continue
+        found.extend(PendingApproval(state=state, request=a) for a in state.open_approvals)
+    found.sort(key=lambda p: (p.request.requested_at, p.request.request_id))
+    return found[:limit], len(found) > limit

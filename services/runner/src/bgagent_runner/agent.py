@@ -34,6 +34,7 @@ from bgagent_contracts.pricing import cost_usd
 
 from . import observe
 from .errors import ModelError
+from .gate import ALLOW, Gate, GateCancelled
 from .prompts import nudge_block
 from .session import TaskSession, new_id
 from .settings import Settings
@@ -117,6 +118,7 @@ class Agent:
         bash: BashTool,
         editor: TextEditor,
         trace: Trace | None = None,
+        gate: Gate | None = None,
     ) -> None:
         self.session = session
         self.settings = settings
@@ -127,6 +129,10 @@ class Agent:
         self.editor = editor
         self.trace = trace or Trace(False, ())
         self.limit = preview_limit(session.state.trace)
+        self.gate = gate
+        """The policy check before every tool call (None: every call runs, as in unit tests)."""
+        self._denials: list[str] = []
+        """``<user_denial>`` blocks for the next user message (refused or expired approvals)."""
 
     def _preview(self, text: str) -> str:
         return preview(text, self.limit, self.settings.secrets)
@@ -153,6 +159,8 @@ class Agent:
             if decision.cancel:
                 return AgentResult(Outcome.CANCELLED)
             if ended and not decision.nudge_ids:
+                if self.gate is not None:
+                    await self.gate.close_leftovers()
                 await self.session.emit(
                     AgentFinished(
                         **self.session.common(),
@@ -187,7 +195,11 @@ class Agent:
                 stop_reason = response.stop_reason or "end_turn"
                 await self._record_turn(turn, response)
                 uses = [b for b in response.content if b.type == "tool_use"]
-                next_user = [await self._use_tool(turn, u.id, u.name, u.input) for u in uses]
+                try:
+                    next_user = [await self._use_tool(turn, u.id, u.name, u.input) for u in uses]
+                except GateCancelled:
+                    return AgentResult(Outcome.CANCELLED)
+                next_user.extend(self._take_denials())
                 ended = not uses
 
     @observe.model_call_span
@@ -275,8 +287,14 @@ class Agent:
                 input_preview=self._preview(input_text),
             )
         )
+        verdict = ALLOW if self.gate is None else await self.gate.check(tool_use_id, name, tool_input)
         started = time.monotonic()
-        output = await self._execute(name, tool_input)
+        if verdict.run:
+            output = await self._execute(name, tool_input)
+        else:
+            output = ToolOutput(text=verdict.message, is_error=True)
+            if verdict.steering is not None:
+                self._denials.append(verdict.steering)
         text = _cap(output.text, self.settings.tool_output_cap)
         self.trace.record(
             "tool_result",
@@ -304,6 +322,17 @@ class Agent:
             "is_error": output.is_error,
         }
         return result
+
+    def _take_denials(self) -> list[ContentBlockParam]:
+        """The steering of refused approvals, after the turn's tool results (like nudges)."""
+        denials, self._denials = self._denials, []
+        if denials:
+            self.trace.record("user_denials", messages=denials)
+        blocks: list[ContentBlockParam] = []
+        for text in denials:
+            block: TextBlockParam = {"type": "text", "text": text}
+            blocks.append(block)
+        return blocks
 
     @observe.tool_span
     async def _execute(self, name: str, tool_input: Any) -> ToolOutput:

@@ -7,6 +7,7 @@ RunnerError                      (code RUNNER_ERROR)
 ├── ForgeError                   (FORGE_ERROR) the forge (GitHub REST) refused or failed
 │   └── ForgeUnsupportedError    (FORGE_UNSUPPORTED) the task needs a forge the repo has not
 ├── ModelError                   (MODEL_ERROR) the Messages API failed after the SDK's retries
+├── ApprovalCapError             (APPROVAL_CAP) a tool call needed one approval more than a task may ask
 └── NotProvisionedError          the stream or the runner consumer does not exist (startup only)
 
 Tool failures are never exceptions: they become tool_result blocks with is_error.
@@ -46,6 +47,10 @@ class ForgeUnsupportedError(ForgeError):
 
 class ModelError(RunnerError):
     code = "MODEL_ERROR"
+
+
+class ApprovalCapError(RunnerError):
+    code = "APPROVAL_CAP"
 
 
 class NotProvisionedError(RunnerError):

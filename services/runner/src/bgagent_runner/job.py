@@ -34,11 +34,13 @@ from bgagent_contracts import (
 )
 from bgagent_contracts.preview import redact
 from bgagent_contracts.subjects import task_subject
+from bgagent_policy import PolicyEngine
 
 from . import observe
 from .agent import Agent, AgentResult, Outcome
 from .errors import ForgeError, ForgeUnsupportedError, RunnerError
 from .forge import Forge, Issue, PullRequest
+from .gate import Gate
 from .prompts import commit_message, pr_body, pr_title, review_body, system_prompt, task_message
 from .sandbox import Sandbox
 from .session import AttemptSuperseded, TaskSession
@@ -106,12 +108,14 @@ class Job:
         nc: Client,
         client: anthropic.AsyncAnthropic | None,
         forge: Forge | None,
+        policy: PolicyEngine,
     ) -> None:
         self.session = session
         self.settings = settings
         self.nc = nc
         self.client = client
         self.forge = forge
+        self.policy = policy
         self.root = attempt_dir(settings, session.task_id, session.attempt)
         self.ws: Workspace | None = None
         self.git: Git | None = None
@@ -230,6 +234,7 @@ class Job:
             ),
             editor=TextEditor(repo_dir),
             trace=self.trace,
+            gate=Gate(self.session, self.settings, self.policy, nc=self.nc),
         )
         return await agent.run()
 

@@ -74,6 +74,14 @@ def finished(span: Span, status: str) -> None:
 
 
 @contextlib.contextmanager
+def approval_wait_span(request_id: str, tool: str, rule_ids: Iterable[str]) -> Iterator[Span]:
+    """``hitl.approval_wait``: a gated tool call waiting for a human (its decision's append links in)."""
+    attributes = {"bgagent.request_id": request_id, "bgagent.tool": tool, "bgagent.rule_ids": list(rule_ids)}
+    with tracer().start_as_current_span("hitl.approval_wait", attributes=attributes) as span:
+        yield span
+
+
+@contextlib.contextmanager
 def turn_span(turn: int) -> Iterator[Span]:
     with tracer().start_as_current_span(f"turn {turn}", attributes={"bgagent.turn": turn}) as span:
         yield span

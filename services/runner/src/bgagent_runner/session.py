@@ -145,6 +145,31 @@ class TaskSession:
             return
         raise ConcurrencyError(self.task_id, self.last_seq, None)
 
+    async def emit_unless(self, event: Event, stop: Callable[[TaskState], bool]) -> bool:
+        """Append one event only while ``stop(state)`` is false: a conditional write.
+
+        On a conflict the session reads what it missed and asks ``stop`` again, so an event that is
+        only true of the state it was decided on (``approval_requested`` unless a cancel came first,
+        ``approval_expired`` unless a decision came first) never lands after the news that voids it.
+        False when ``stop`` held (nothing appended).
+        """
+        for _ in range(MAX_APPEND_RETRIES):
+            if stop(self.state):
+                return False
+            try:
+                seqs = await _append(self.store, self.task_id, [event], self.last_seq)
+            except ConcurrencyError as exc:
+                logger.debug("conditional append conflict on %s: %s", self.task_id, exc)
+                await self.refresh()
+                continue
+            state = fold_recorded(
+                [Recorded(seq=q, subject="", event=event) for q in seqs if q > self.last_seq], self.state
+            )
+            assert state is not None
+            self.state = state
+            return True
+        raise ConcurrencyError(self.task_id, self.last_seq, None)
+
 
 async def _append(store: EventStore, task_id: str, events: list[Event], expected_seq: int) -> list[int]:
     # The store puts the current span's context (the task span or one of its children, see

@@ -45,6 +45,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     ready_file: str | None = None
     sandbox: SandboxSettings = msgspec.field(default_factory=SandboxSettings)
     """``BGAGENT_SANDBOX*``: bubblewrap and resource limits for agent commands (``off`` to opt out)."""
+    policy_dir: str | None = None
+    """``BGAGENT_POLICY_DIR``: extra ``hard_deny.cedar`` / ``hard_gate.cedar`` next to the starter set."""
+    policy_disable: tuple[str, ...] = ()
+    """``BGAGENT_POLICY_DISABLE``: hard-gate rule ids to drop (comma separated; hard-deny ones refuse)."""
+    approval_timeout_floor_s: float = 30.0
+    """No gated call waits less (``BGAGENT_APPROVAL_TIMEOUT_FLOOR_S``; lowered only by tests)."""
+    approval_timeout_ceiling_s: float = 3600.0
+    """No gated call waits longer (``BGAGENT_APPROVAL_TIMEOUT_CEILING_S``)."""
+    approval_max_gates: int = 50
+    """``BGAGENT_APPROVAL_MAX_GATES``: distinct approval requests per task; one more fails the task."""
+    approval_requests_per_minute: int = 20
+    """``BGAGENT_APPROVAL_REQUESTS_PER_MINUTE``: new requests per task per minute; more are denied."""
 
     @property
     def secrets(self) -> tuple[str, ...]:
@@ -79,4 +91,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             keep_workspaces=env_flag(e, "BGAGENT_KEEP_WORKSPACES", False),
             ready_file=e.get("BGAGENT_READY_FILE") or None,
             sandbox=SandboxSettings.from_env(e),
+            policy_dir=e.get("BGAGENT_POLICY_DIR") or None,
+            policy_disable=tuple(
+                r.strip() for r in e.get("BGAGENT_POLICY_DISABLE", "").split(",") if r.strip()
+            ),
+            approval_timeout_floor_s=float(e.get("BGAGENT_APPROVAL_TIMEOUT_FLOOR_S", "30")),
+            approval_timeout_ceiling_s=float(e.get("BGAGENT_APPROVAL_TIMEOUT_CEILING_S", "3600")),
+            approval_max_gates=int(e.get("BGAGENT_APPROVAL_MAX_GATES", "50")),
+            approval_requests_per_minute=int(e.get("BGAGENT_APPROVAL_REQUESTS_PER_MINUTE", "20")),
         )

@@ -27,11 +27,13 @@ from bgagent_contracts.subjects import runner_consumer
 from bgagent_eventstore import ConcurrencyError, JetStreamEventStore, StoreUnavailableError, connect
 from bgagent_eventstore.heartbeats import Heartbeats
 from bgagent_eventstore.heartbeats import bucket as heartbeat_bucket
+from bgagent_policy import PolicyEngine
 
 from . import observe
 from .cleanup import sweep
 from .errors import NotProvisionedError
 from .forge import Forge, GitHubForge
+from .gate import load_engine
 from .intake import delivered_task, fail_invalid, submission_problem
 from .job import Job
 from .session import AttemptSuperseded, ClaimLost, claim, utcnow
@@ -52,8 +54,11 @@ class Runner:
         nc: Client | None = None,
         forge: Forge | None = None,
         client: anthropic.AsyncAnthropic | None = None,
+        policy: PolicyEngine | None = None,
     ) -> None:
         self.settings = settings
+        self.policy = load_engine(settings) if policy is None else policy
+        """The Cedar policy engine, loaded once per process (``PolicyLoadError`` here: no runner)."""
         self._nc = nc
         self._own_nc = nc is None
         self._forge = forge
@@ -301,7 +306,7 @@ class Runner:
         await heartbeats.hold(task_id, session.attempt)
         try:
             try:
-                await Job(session, self.settings, nc=nc, client=client, forge=forge).run()
+                await Job(session, self.settings, nc=nc, client=client, forge=forge, policy=self.policy).run()
             except (StoreUnavailableError, asyncio.CancelledError):
                 raise
             except AttemptSuperseded:
