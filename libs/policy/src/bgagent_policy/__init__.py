@@ -1,6 +1,7 @@
 """The bgagent tool-call policy engine (Cedar hard-deny and hard-gate rule sets)."""
 
 from .engine import (
+    DISABLED_FILE,
     HARD_DENY,
     HARD_GATE,
     REPO_POLICY_DIR,
@@ -11,9 +12,11 @@ from .engine import (
     RuleInfo,
     cedar_request,
     input_sha256,
+    read_disabled,
 )
 
 __all__ = [
+    "DISABLED_FILE",
     "HARD_DENY",
     "HARD_GATE",
     "REPO_POLICY_DIR",
@@ -24,4 +27,5 @@ __all__ = [
     "RuleInfo",
     "cedar_request",
     "input_sha256",
+    "read_disabled",
 ]

@@ -268,14 +268,21 @@ class PolicyEngine:
         self._entities = cedarpy.Entities.from_json_str("[]")
 
     @classmethod
-    def load(cls, extra_dir: Path | None = None, *, disabled: Iterable[str] = ()) -> PolicyEngine:
-        """The starter set, plus ``hard_deny.cedar`` / ``hard_gate.cedar`` from ``extra_dir`` when present.
+    def load(
+        cls,
+        extra_dir: Path | None = None,
+        *,
+        disabled: Iterable[str] = (),
+        more_dirs: Iterable[Path] = (),
+    ) -> PolicyEngine:
+        """The starter set, plus ``hard_deny.cedar`` / ``hard_gate.cedar`` from ``extra_dir`` (the
+        installation's) and then from each of ``more_dirs`` (a repository's) when present.
 
         ``disabled`` drops hard-gate rules by id; naming a hard-deny rule or an unknown id is refused.
         """
         sources = _starter_sources()
-        if extra_dir is not None:
-            sources += _extra_sources(Path(extra_dir))
+        for directory in (*([extra_dir] if extra_dir is not None else []), *more_dirs):
+            sources += _extra_sources(Path(directory))
         rules: list[tuple[RuleInfo, dict[str, Any]]] = []
         seen: dict[str, str] = {}
         for source in sources:
@@ -374,3 +381,20 @@ class PolicyEngine:
 
 def _describe(info: RuleInfo) -> str:
     return f"{info.rule_id} ({info.summary})" if info.summary else info.rule_id
+
+
+DISABLED_FILE = "disabled"
+"""In a policy directory: hard-gate rule ids to drop, one per line (``#`` starts a comment)."""
+
+
+def read_disabled(directory: Path) -> list[str]:
+    """The rule ids listed in ``<directory>/disabled`` (none when the file is absent)."""
+    path = Path(directory) / DISABLED_FILE
+    if not path.is_file():
+        return []
+    try:
+        text = path.read_text("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PolicyLoadError(f"{path}: cannot be read: {exc}") from exc
+    ids = [line.split("#", 1)[0].strip() for line in text.splitlines()]
+    return [i for i in ids if i]

@@ -42,6 +42,7 @@ from .errors import ForgeError, ForgeUnsupportedError, RunnerError
 from .forge import Forge, Issue, PullRequest
 from .gate import Gate
 from .prompts import commit_message, pr_body, pr_title, review_body, system_prompt, task_message
+from .repo_policy import task_engine
 from .sandbox import Sandbox
 from .session import AttemptSuperseded, TaskSession
 from .settings import Settings
@@ -206,12 +207,22 @@ class Job:
             base_sha=base_sha,
             push=state.task_type is not TaskType.PR_REVIEW,
         )
+        # the repository's own rules, read before the agent can touch them (repo_policy.py)
+        policy, policy_note = await asyncio.to_thread(
+            task_engine, self.policy, self.settings, repo_dir, self.root / "policies"
+        )
+        notes = (
+            [Milestone(**self.session.common(), name="repo_policies", detail=policy_note)]
+            if policy_note
+            else []
+        )
         await self.session.emit(
             Milestone(
                 **self.session.common(),
                 name="repo_cloned",
                 detail=self._redact(f"cloned {state.repo} ({base})"),
             ),
+            *notes,
             WorkspaceReady(
                 **self.session.common(), branch=branch, base_branch=base_branch, head_sha=base_sha
             ),
@@ -234,7 +245,7 @@ class Job:
             ),
             editor=TextEditor(repo_dir),
             trace=self.trace,
-            gate=Gate(self.session, self.settings, self.policy, nc=self.nc),
+            gate=Gate(self.session, self.settings, policy, nc=self.nc),
         )
         return await agent.run()
 
