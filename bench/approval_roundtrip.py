@@ -3,28 +3,34 @@
 Starts its own nats-server and the scripted model server and runs the runner in-process. N times:
 submits a task whose first turn writes ``bench.env`` with the text editor (the starter rule
 ``write_env_files`` gates it); an approver that acts at once (no human time) sees
-``approval_requested`` on a core-NATS subscription, does what admission does (read the log, fold,
-``decide_approval``, append with the expected sequence) and the runner resumes, runs the tool and
+``approval_requested`` on a core-NATS subscription and approves it the way ``bgagent approve``
+does: ``POST /v1/tasks/{id}/approvals/{request_id}`` to a real admission process (``--via http``,
+the default; the CLI's own start-up is not counted), or in-process with admission's logic (read
+the log, fold, ``decide_approval``, append: ``--via store``). The runner resumes, runs the tool and
 appends ``tool_result``, seen on another subscription. Prints p50/p99 of each leg and of the whole
 system time, next to a baseline measured in the same run: a plain append → core-subscription
 delivery round trip on the same server. Goal (issue 9): p99 ≤ 50 ms of system time.
 
-Usage: python bench/approval_roundtrip.py [--runs 30]
+Usage: python bench/approval_roundtrip.py [--runs 30] [--via http|store]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from ulid import ULID
@@ -41,11 +47,46 @@ from bgagent_contracts.subjects import event_type_filter, task_subject
 from bgagent_eventstore import ConcurrencyError, JetStreamEventStore, NatsSettings, connect, provision
 from bgagent_runner import Runner, Settings
 from bgagent_testing.model_server import ModelServer
-from bgagent_testing.servers import NatsServer
+from bgagent_testing.servers import NatsServer, free_port
 
 GIT_ENV = {**os.environ, "GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@example.com"}
 GIT_ENV |= {"GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@example.com"}
 GOAL_P99_MS = 50.0
+APPROVERS = 8
+"""Admin tokens the approver rotates through: admission allows 30 decisions a minute per user."""
+
+
+def token(n: int) -> str:
+    return f"bench-approver-{n % APPROVERS}"
+
+
+@contextlib.contextmanager
+def admission(nats_url: str, root: Path) -> Iterator[str]:
+    """A real admission process on the bench's nats-server; yields its base URL."""
+    port, ready = free_port(), root / "admission.ready"
+    env = {
+        **os.environ,
+        "NATS_URL": nats_url,
+        "BGAGENT_API_TOKENS": ",".join(f"{token(n)}=approver{n}:admin" for n in range(APPROVERS)),
+        "BGAGENT_MANAGED_TOKENS": "false",
+        "BGAGENT_ADMISSION_PORT": str(port),
+        "BGAGENT_READY_FILE": str(ready),
+        "BGAGENT_LOG_LEVEL": "WARNING",
+    }
+    proc = subprocess.Popen([sys.executable, "-m", "bgagent_admission"], env=env, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while not ready.exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                err = proc.stderr.read().decode() if proc.stderr and proc.poll() is not None else ""
+                raise SystemExit(f"admission did not start: {err[-2000:]}")
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        if proc.stderr:
+            proc.stderr.close()
 
 
 def pct(values: list[float], p: int) -> float:
@@ -102,9 +143,12 @@ async def baseline(nc: Client, store: JetStreamEventStore, nats: NatsSettings, r
 class Approver:
     """Admission at machine speed: approves every request the moment it is seen."""
 
-    def __init__(self, store: JetStreamEventStore, prefix: str) -> None:
+    def __init__(self, store: JetStreamEventStore, prefix: str, http: httpx.AsyncClient | None) -> None:
         self.store = store
         self.prefix = prefix
+        self.http = http
+        """With a client: approve through admission's HTTP API, as ``bgagent approve`` does."""
+        self.decisions = 0
         self.seen: dict[str, tuple[float, float, ApprovalRequested]] = {}
         """task id → (wall time seen, perf time seen, the request)."""
         self.appended: dict[str, float] = {}
@@ -122,6 +166,15 @@ class Approver:
         task.add_done_callback(self.tasks.discard)
 
     async def approve(self, request: ApprovalRequested) -> None:
+        if self.http is not None:
+            url = f"/v1/tasks/{request.task_id}/approvals/{request.request_id}"
+            self.decisions += 1
+            auth = {"Authorization": f"Bearer {token(self.decisions)}"}
+            response = await self.http.post(url, json={"decision": "approve"}, headers=auth)
+            if response.status_code != 202:
+                raise SystemExit(f"approve answered {response.status_code}: {response.text[:500]}")
+            self.appended[request.task_id] = time.perf_counter()
+            return
         while True:
             log = await self.store.read(request.task_id)
             event = decide_approval(
@@ -149,7 +202,7 @@ class Approver:
         self.tool_done.setdefault(result.task_id, (wall, perf, result))
 
 
-async def roundtrips(runs: int) -> dict[str, list[float]]:
+async def roundtrips(runs: int, via: str) -> dict[str, list[float]]:
     legs: dict[str, list[float]] = {k: [] for k in ("notify", "decide", "resume", "runner", "total", "base")}
     with (
         tempfile.TemporaryDirectory(prefix="bench-approval-") as tmp,
@@ -177,7 +230,12 @@ async def roundtrips(runs: int) -> dict[str, list[float]]:
         runner = Runner(settings, nc=runner_nc)
         runner_task = asyncio.create_task(runner.run())
         await asyncio.wait_for(runner.ready.wait(), timeout=10)
-        approver = Approver(store, nats.prefix)
+        stack = contextlib.ExitStack()
+        http: httpx.AsyncClient | None = None
+        if via == "http":
+            base = stack.enter_context(admission(nats.url, root))
+            http = httpx.AsyncClient(base_url=base, timeout=10)
+        approver = Approver(store, nats.prefix, http)
         subs = [
             await nc.subscribe(event_type_filter("approval_requested", nats.prefix), cb=approver.on_request),
             await nc.subscribe(event_type_filter("tool_result", nats.prefix), cb=approver.on_tool_result),
@@ -232,6 +290,9 @@ async def roundtrips(runs: int) -> dict[str, list[float]]:
                 await sub.unsubscribe()
             runner.stop()
             await asyncio.wait_for(runner_task, timeout=30)
+            if http is not None:
+                await http.aclose()
+            stack.close()
             await runner_nc.close()
             await nc.close()
     return legs
@@ -240,13 +301,15 @@ async def roundtrips(runs: int) -> dict[str, list[float]]:
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--via", choices=("http", "store"), default="http")
     args = parser.parse_args()
     logging.disable(logging.INFO)  # the runner's per-task lines
-    legs = await roundtrips(args.runs)
-    print(f"approval round trip ({args.runs} runs; runner in-process, scripted model, one nats-server)")
+    legs = await roundtrips(args.runs, args.via)
+    how = "admission's HTTP API" if args.via == "http" else "admission's logic in-process"
+    print(f"approval round trip ({args.runs} runs; runner in-process, approvals through {how})")
     show("baseline: append → core-subscription delivery", legs["base"])
     show("approval_requested.ts → seen by the approver", legs["notify"])
-    show("seen → approval_decided appended (read, decide, append)", legs["decide"])
+    show("seen → approval accepted (202, or the append returned)", legs["decide"])
     show("approval appended → tool_result seen (resume, run, append)", legs["resume"])
     show("approval_requested.ts → tool_result.ts (runner clock)", legs["runner"])
     show("system time: approval_requested.ts → tool_result seen", legs["total"])
