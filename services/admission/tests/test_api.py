@@ -529,7 +529,7 @@ def _documented(resp: httpx.Response, template: str) -> None:
     """The status is one the served document gives for ``POST template``; the body fits its schema."""
     import schemathesis
 
-    from bgagent_admission.api import openapi_document
+    from bgagent_admission.openapi_doc import openapi_document
     from bgagent_web.openapi import documented_statuses
 
     doc = openapi_document(local_repos=False, max_body_bytes=64 * 1024)
@@ -538,7 +538,7 @@ def _documented(resp: httpx.Response, template: str) -> None:
 
 
 async def test_the_served_document_is_the_admission_api(client: httpx.AsyncClient) -> None:
-    from bgagent_admission.api import openapi_document
+    from bgagent_admission.openapi_doc import openapi_document
 
     resp = await client.get("/schema/openapi.json")
     assert resp.status_code == 200

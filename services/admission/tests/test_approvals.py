@@ -49,7 +49,7 @@ def _err(resp: httpx.Response) -> dict[str, Any]:
 def _documented(resp: httpx.Response, template: str) -> None:
     import schemathesis
 
-    from bgagent_admission.api import openapi_document
+    from bgagent_admission.openapi_doc import openapi_document
     from bgagent_web.openapi import documented_statuses
 
     doc = openapi_document(local_repos=False, max_body_bytes=64 * 1024)

@@ -16,7 +16,8 @@ import uvicorn
 from bgagent_contracts.auth import TokenTable
 from bgagent_contracts.views import event_view
 from bgagent_eventstore import JetStreamEventStore
-from bgagent_query.api import create_app, openapi_document
+from bgagent_query.api import create_app
+from bgagent_query.openapi_doc import openapi_document
 from bgagent_query.watch import ProjectionWatch
 from bgagent_testing.servers import free_port
 from bgagent_web.openapi import documented_statuses

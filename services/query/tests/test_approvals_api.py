@@ -20,7 +20,8 @@ from bgagent_contracts import (
 )
 from bgagent_eventstore import JetStreamEventStore
 from bgagent_policy import PolicyEngine
-from bgagent_query.api import openapi_document, policies_view, policy_rules_from_env
+from bgagent_query.api import policies_view, policy_rules_from_env
+from bgagent_query.openapi_doc import openapi_document
 from bgagent_web.openapi import documented_statuses
 
 from .test_api import ADMIN, ALICE, BOB, Api, _project, _serve
