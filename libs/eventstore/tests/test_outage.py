@@ -27,6 +27,11 @@ async def client(restartable_nats: RestartableNats) -> AsyncIterator[Client]:
             await nc.close()
 
 
+def retries(caplog: pytest.LogCaptureFixture, what: str) -> int:
+    """How many times the store said it is retrying an ``append`` or a ``read`` (it logs each)."""
+    return sum(f"NATS not answering; {what}" in r.getMessage() for r in caplog.records)
+
+
 async def wait_until(pred: Callable[[], bool], timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while not pred():
@@ -44,7 +49,7 @@ async def _store(client: Client, restartable_nats: RestartableNats, outage_s: fl
 
 
 async def test_an_append_retried_across_a_restart_lands_once(
-    restartable_nats: RestartableNats, client: Client, ev: Any
+    restartable_nats: RestartableNats, client: Client, ev: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     store = await _store(client, restartable_nats, outage_s=30.0)
     task = ev.new_id()
@@ -55,7 +60,7 @@ async def test_an_append_retried_across_a_restart_lands_once(
     await wait_until(lambda: not client.is_connected)
     pending = asyncio.create_task(store.append(task, events, expected_seq=first[-1]))
     # Let it fail at least one publish (1 s timeout) and retry while the server is down.
-    await asyncio.sleep(2.5)
+    await wait_until(lambda: retries(caplog, "append") >= 1)
     assert not pending.done()
     restartable_nats.start()
 
@@ -70,7 +75,7 @@ async def test_an_append_retried_across_a_restart_lands_once(
 
 
 async def test_a_read_waits_for_the_server_to_come_back(
-    restartable_nats: RestartableNats, client: Client, ev: Any
+    restartable_nats: RestartableNats, client: Client, ev: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     store = await _store(client, restartable_nats, outage_s=30.0)
     task = ev.new_id()
@@ -78,7 +83,7 @@ async def test_a_read_waits_for_the_server_to_come_back(
     restartable_nats.stop()
     await wait_until(lambda: not client.is_connected)
     pending = asyncio.create_task(store.read(task))
-    await asyncio.sleep(1.5)
+    await wait_until(lambda: retries(caplog, "read") >= 1)
     restartable_nats.start()
     async with asyncio.timeout(20):
         log = await pending
@@ -101,14 +106,14 @@ async def test_an_outage_longer_than_the_budget_is_store_unavailable(
 
 
 async def test_a_retrying_append_stops_when_cancelled(
-    restartable_nats: RestartableNats, client: Client, ev: Any
+    restartable_nats: RestartableNats, client: Client, ev: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     store = await _store(client, restartable_nats, outage_s=60.0)
     task = ev.new_id()
     restartable_nats.stop()
     await wait_until(lambda: not client.is_connected)
     pending = asyncio.create_task(store.append(task, [ev.submitted(task)], expected_seq=0))
-    await asyncio.sleep(1.5)
+    await wait_until(lambda: retries(caplog, "append") >= 1)
     pending.cancel()
     started = time.monotonic()
     with pytest.raises(asyncio.CancelledError):

@@ -7,7 +7,6 @@ Admission's side of a decision is played here the way admission does it: read th
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -396,13 +395,12 @@ async def test_cancel_during_the_wait_wins_at_once_and_a_later_decision_is_refus
     task_id = await kit.submit(str(origin), f"{tag} env file")
 
     request = await wait_event(kit, task_id, ApprovalRequested)
-    started = time.monotonic()
     await cancel(kit, task_id)
+    # the approval would wait 300 s; wait_terminal's 8 s deadline fails the test unless the cancel
+    # interrupted it (bench/cancel_latency.py measures how fast a cancel lands)
     state = await kit.wait_terminal(task_id)
-    took = time.monotonic() - started
 
     assert state.status is Status.CANCELLED
-    assert took < 2.0, f"the wait was not interrupted at once ({took:.2f} s)"
     events = await kit.events(task_id)
     after = events[[type(e) for e in events].index(CancelRequested) + 1 :]
     assert [type(e) for e in after] == [TaskCancelled]
